@@ -1,0 +1,89 @@
+"""Make the stock fairchem registry resolve this package's short names.
+
+Imported at interpreter start-up by ``fairchem_prune_autoregister.pth`` (installed at the root of
+site-packages), so it imports nothing heavy. It adds a meta-path finder that waits for
+``fairchem.core.common.registry`` to be imported and then wraps that registry's name mappings so
+that a lookup of one of our names (``registry.get_model_class("gemnet_oc_reduced")``, a config's
+``model: name:`` or ``trainer:``) first imports the module that registers it. Nothing of ours is
+imported until such a name is actually asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+
+REGISTRY_MODULE = "fairchem.core.common.registry"
+
+#: mapping name in fairchem's registry -> {short name: module that registers it}
+LAZY_NAMES: dict[str, dict[str, str]] = {
+    "model_name_mapping": {
+        "gemnet_oc_reduced": "fairchem_prune.models.gemnet_oc_reduced",
+        "gemnet_oc_reduced_backbone": "fairchem_prune.models.gemnet_oc_reduced",
+    },
+}
+
+
+class _LazyMapping(dict):
+    """A registry mapping that imports the registering module of a known name on first lookup."""
+
+    def __init__(self, existing: dict, lazy: dict[str, str]) -> None:
+        super().__init__(existing)
+        self._lazy = lazy
+
+    def _load(self, key) -> None:
+        if not dict.__contains__(self, key) and key in self._lazy:
+            importlib.import_module(self._lazy[key])
+
+    def get(self, key, default=None):
+        self._load(key)
+        return dict.get(self, key, default)
+
+    def __getitem__(self, key):
+        self._load(key)
+        return dict.__getitem__(self, key)
+
+    def __contains__(self, key) -> bool:
+        self._load(key)
+        return dict.__contains__(self, key)
+
+
+def install(registry_class) -> None:
+    """Wrap the name mappings of fairchem's ``Registry`` class (idempotent)."""
+    for mapping_name, lazy in LAZY_NAMES.items():
+        current = registry_class.mapping[mapping_name]
+        if not isinstance(current, _LazyMapping):
+            registry_class.mapping[mapping_name] = _LazyMapping(current, lazy)
+
+
+class _Loader(importlib.abc.Loader):
+    def __init__(self, wrapped: importlib.abc.Loader) -> None:
+        self._wrapped = wrapped
+
+    def create_module(self, spec):
+        return self._wrapped.create_module(spec)
+
+    def __getattr__(self, name):  # get_source, is_package, ... of the wrapped loader
+        return getattr(self._wrapped, name)
+
+    def exec_module(self, module) -> None:
+        self._wrapped.exec_module(module)
+        install(module.Registry)
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname != REGISTRY_MODULE:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _Loader(spec.loader)
+        return spec
+
+
+if REGISTRY_MODULE in sys.modules:
+    install(sys.modules[REGISTRY_MODULE].Registry)
+elif not any(isinstance(f, _Finder) for f in sys.meta_path):
+    sys.meta_path.insert(0, _Finder())

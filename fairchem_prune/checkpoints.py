@@ -1,0 +1,184 @@
+"""Reading fairchem checkpoints of GemNet-OC models as the source of a block reduction.
+
+A source is a fairchem 1.x checkpoint (``{"config": ..., "state_dict": ..., ["ema": ...]}``) of a
+monolithic ``gemnet_oc`` / ``gemnet_oc_reduced`` model or of a ``hydra`` model whose backbone is
+``gemnet_oc_backbone`` / ``gemnet_oc_reduced_backbone``. The model is rebuilt from the checkpoint's
+own config and loaded with its EMA weights when the checkpoint has them.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fairchem_prune.errors import PruneError
+
+MONOLITHIC_MODELS = ("gemnet_oc", "gemnet_oc_reduced")
+BACKBONE_MODELS = ("gemnet_oc_backbone", "gemnet_oc_reduced_backbone")
+#: hydra head module -> FinalMLP / output layer attribute names it owns
+HEAD_LAYERS = {
+    "gemnet_oc_energy_and_grad_force_head": ("out_mlp_E", "out_energy"),
+    "gemnet_oc_force_head": ("out_mlp_F", "out_forces"),
+}
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a fairchem checkpoint onto the CPU, or raise PruneError saying why it cannot be used."""
+    path = Path(path)
+    if not path.is_file():
+        raise PruneError(f"checkpoint {path}: no such file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for truncated / foreign files
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PruneError(
+            f"checkpoint {path} cannot be read ({reason}); is it a complete fairchem .pt checkpoint?"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "config" not in checkpoint:
+        raise PruneError(
+            f"checkpoint {path} is not a fairchem checkpoint (it has no 'config' and 'state_dict'); "
+            "give a checkpoint written by fairchem's trainer or by tools/slice_checkpoint.py"
+        )
+    return checkpoint
+
+
+def checkpoint_model_config(checkpoint: dict, path: str | Path) -> dict:
+    """The checkpoint's model config as ``{"name": ..., **kwargs}`` (old ``model_attributes`` too)."""
+    config = checkpoint["config"]
+    model = config.get("model") if isinstance(config, dict) else None
+    if isinstance(model, str):
+        model = {"name": model, **config.get("model_attributes", {})}
+    if not isinstance(model, dict) or "name" not in model:
+        raise PruneError(f"checkpoint {path} has no model config (config['model']['name'] is missing)")
+    return copy.deepcopy(model)
+
+
+def _register_fairchem_models() -> None:
+    """Import the fairchem modules whose decorators register the names a source may use."""
+    import fairchem.core.models.base  # noqa: F401  (hydra)
+    import fairchem.core.models.gemnet_oc.gemnet_oc  # noqa: F401
+
+
+@dataclass
+class GemNetSource:
+    """A GemNet-OC model rebuilt from a checkpoint, with its (EMA) weights loaded."""
+
+    path: Path
+    checkpoint: dict
+    model_config: dict
+    model: nn.Module
+    used_ema: bool
+
+    @property
+    def is_hydra(self) -> bool:
+        return self.model_config["name"] == "hydra"
+
+    @property
+    def gemnet(self) -> nn.Module:
+        """The GemNet-OC module: the model itself, or the hydra backbone."""
+        return self.model.backbone if self.is_hydra else self.model
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.gemnet.int_blocks)
+
+    @property
+    def source_blocks(self) -> list[int]:
+        """Indices of these blocks in the original, unreduced model."""
+        return list(getattr(self.gemnet, "source_blocks", range(self.num_blocks)))
+
+    def gemnet_config(self) -> dict:
+        """Self-contained GemNet-OC kwargs of the source (no name, no checkpoint references)."""
+        resolved = getattr(self.gemnet, "resolved_config", None)
+        if resolved is not None:
+            return copy.deepcopy(resolved)
+        config = copy.deepcopy(self.model_config["backbone"] if self.is_hydra else self.model_config)
+        for key in ("name", "model", "scale_file"):
+            config.pop(key, None)
+        return config
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights in the checkpoint's own key space (no DDP ``module.`` prefix)."""
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def monolithic_state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights in the key space of a monolithic GemNet-OC: a hydra backbone's keys without the
+        ``backbone.`` prefix, and the GemNet-OC heads' FinalMLP and output layers moved to
+        ``out_mlp_E`` / ``out_energy`` / ``out_mlp_F`` / ``out_forces``."""
+        if not self.is_hydra:
+            return self.state_dict()
+        weights = {k: v.detach().clone() for k, v in self.model.backbone.state_dict().items()}
+        for head_name, head_config in self.model_config.get("heads", {}).items():
+            for layer in HEAD_LAYERS.get(head_config.get("module"), ()):
+                module = getattr(self.model.output_heads[head_name], layer, None)
+                if module is not None:
+                    weights.update({f"{layer}.{k}": v.detach().clone() for k, v in module.state_dict().items()})
+        return weights
+
+
+def _build(model_config: dict, path: Path) -> nn.Module:
+    from fairchem.core.common.registry import registry
+
+    _register_fairchem_models()
+    config = copy.deepcopy(model_config)
+    name = config.pop("name")
+    if name == "hydra":
+        backbone = config.get("backbone")
+        if not isinstance(backbone, dict) or backbone.get("model") not in BACKBONE_MODELS or not config.get("heads"):
+            found = backbone.get("model") if isinstance(backbone, dict) else None
+            raise PruneError(
+                f"checkpoint {path} holds a hydra model with backbone {found!r}; fairchem-prune reduces "
+                f"GemNet-OC backbones ({', '.join(BACKBONE_MODELS)}) with explicit heads"
+            )
+        backbone["scale_file"] = None  # scale factors are in the state dict
+        config.pop("finetune_config", None)  # the weights come from this checkpoint
+    elif name in MONOLITHIC_MODELS:
+        config["scale_file"] = None
+    else:
+        raise PruneError(
+            f"checkpoint {path} holds a {name!r} model; fairchem-prune reduces GemNet-OC checkpoints "
+            f"({', '.join(MONOLITHIC_MODELS)}, or hydra with a {' / '.join(BACKBONE_MODELS)} backbone)"
+        )
+    return registry.get_model_class(name)(**config)
+
+
+def _apply_ema(model: nn.Module, ema: dict, path: Path) -> None:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    shadow = ema["shadow_params"]
+    if len(shadow) != len(trainable) or any(s.shape != p.shape for s, p in zip(shadow, trainable)):
+        raise PruneError(
+            f"checkpoint {path}: its EMA weights ({len(shadow)} tensors) do not match its model "
+            f"({len(trainable)} trainable tensors); delete the 'ema' entry to use the raw weights"
+        )
+    with torch.no_grad():
+        for param, value in zip(trainable, shadow):
+            param.copy_(value)
+
+
+def load_gemnet_source(path: str | Path) -> GemNetSource:
+    """Rebuild the GemNet-OC model of checkpoint ``path`` and load its weights (EMA if present)."""
+    from fairchem.core.common.utils import match_state_dict
+    from fairchem.core.modules.scaling.compat import load_scales_compat
+
+    path = Path(path)
+    checkpoint = read_checkpoint(path)
+    model_config = checkpoint_model_config(checkpoint, path)
+    model = _build(model_config, path)
+    weights = match_state_dict(model.state_dict(), checkpoint["state_dict"])
+    result = model.load_state_dict(weights, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise PruneError(
+            f"checkpoint {path}: its weights do not fit the model its own config describes "
+            f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
+        )
+    if checkpoint.get("scale_dict"):
+        load_scales_compat(model, checkpoint["scale_dict"])
+    ema = checkpoint.get("ema")
+    used_ema = bool(ema and ema.get("shadow_params"))
+    if used_ema:
+        _apply_ema(model, ema, path)
+    return GemNetSource(path=path, checkpoint=checkpoint, model_config=model_config, model=model.eval(), used_ema=used_ema)

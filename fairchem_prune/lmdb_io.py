@@ -1,0 +1,60 @@
+"""Writing structures into LMDB files that fairchem 1.x's ``lmdb`` dataset (``LmdbDataset``) reads.
+
+The layout is fairchem's: one pickled ``torch_geometric.data.Data`` per key ``b"0"``, ``b"1"``, ...
+and the number of entries under ``b"length"``. Graphs come from fairchem's ``AtomsToGraphs``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Iterable
+from pathlib import Path
+
+import lmdb
+from ase import Atoms
+from fairchem.core.preprocessing import AtomsToGraphs
+from torch_geometric.data import Data
+from tqdm import tqdm
+
+from fairchem_prune.errors import PruneError
+
+#: 1 TiB map: LMDB reserves address space, not disk
+_MAP_SIZE = 1 << 40
+
+
+def atoms_to_data(atoms: Atoms, sid: int, energy: bool = True, forces: bool = True) -> Data:
+    """fairchem graph of ``atoms`` with its calculator's energy (eV) and forces (eV/Å) as
+    ``energy`` / ``forces``, ``sid`` and ``fid``; edges are built on the fly by the models."""
+    a2g = AtomsToGraphs(r_edges=False, r_pbc=True, r_energy=energy, r_forces=forces, r_fixed=True)
+    data = a2g.convert(atoms, sid=sid)
+    data.fid = 0
+    return data
+
+
+def write_lmdb(path: str | Path, data: Iterable[Data], overwrite: bool = False, progress: bool = False) -> int:
+    """Write ``data`` to the LMDB file ``path`` (a ``.lmdb`` file). Returns the number of entries.
+
+    The file is written next to its final name and moved into place when complete, so an
+    interrupted run leaves no half-written LMDB behind.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise PruneError(f"{path} already exists; remove it or choose another output")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    for stale in (tmp, Path(f"{tmp}-lock")):
+        stale.unlink(missing_ok=True)
+    env = lmdb.open(str(tmp), map_size=_MAP_SIZE, subdir=False, meminit=False, map_async=True)
+    count = 0
+    try:
+        with env.begin(write=True) as txn:
+            for count, item in enumerate(tqdm(data, desc=f"writing {path.name}", disable=not progress), 1):
+                txn.put(f"{count - 1}".encode("ascii"), pickle.dumps(item, protocol=-1))
+            txn.put(b"length", pickle.dumps(count, protocol=-1))
+        env.sync()
+    finally:
+        env.close()
+    os.replace(tmp, path)
+    Path(f"{tmp}-lock").unlink(missing_ok=True)
+    return count

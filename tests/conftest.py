@@ -1,0 +1,151 @@
+"""Shared fixtures: tiny GemNet-OC configurations, structures and checkpoints written in fairchem's
+own format."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import add_adsorbate, fcc111, molecule
+from fairchem.core.datasets import data_list_collater
+from fairchem.core.preprocessing import AtomsToGraphs
+
+import fairchem_prune.models.gemnet_oc_reduced  # noqa: F401  (registers the names in this process)
+
+#: a GemNet-OC with every interaction type on, small enough to run in milliseconds
+TINY_GEMNET = dict(
+    num_spherical=3, num_radial=8, num_blocks=5,
+    emb_size_atom=16, emb_size_edge=24, emb_size_trip_in=8, emb_size_trip_out=8,
+    emb_size_quad_in=4, emb_size_quad_out=4, emb_size_aint_in=4, emb_size_aint_out=4,
+    emb_size_rbf=4, emb_size_cbf=4, emb_size_sbf=8,
+    num_before_skip=1, num_after_skip=1, num_concat=1, num_atom=1, num_output_afteratom=1,
+    num_atom_emb_layers=1, num_global_out_layers=1,
+    regress_forces=True, direct_forces=True, cutoff=5.0, max_neighbors=20,
+    cutoff_qint=5.0, cutoff_aeaint=5.0, cutoff_aint=6.0,
+    max_neighbors_qint=8, max_neighbors_aeaint=20, max_neighbors_aint=30,
+    quad_interaction=True, atom_edge_interaction=True, edge_atom_interaction=True,
+    atom_interaction=True, otf_graph=True, use_pbc=True, num_elements=83,
+)
+
+TINY_HEADS = {
+    "energy": {"module": "gemnet_oc_energy_and_grad_force_head", "num_global_out_layers": 1},
+    "forces": {"module": "gemnet_oc_force_head", "num_global_out_layers": 1},
+}
+
+
+def tiny_config(**changes) -> dict:
+    config = copy.deepcopy(TINY_GEMNET)
+    config.update(changes)
+    return config
+
+
+def hydra_config(**changes) -> dict:
+    return {
+        "name": "hydra",
+        "backbone": {"model": "gemnet_oc_backbone", **tiny_config(**changes)},
+        "heads": copy.deepcopy(TINY_HEADS),
+        "otf_graph": True,
+    }
+
+
+def randomise_scale_factors(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give every ScaleFactor a distinct non-trivial value, so that a misplaced one shows."""
+    from fairchem.core.modules.scaling.scale_factor import ScaleFactor
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, ScaleFactor):
+                module.scale_factor.fill_(0.5 + torch.rand((), generator=gen).item())
+
+
+def build_stock(model_config: dict, seed: int = 0) -> torch.nn.Module:
+    """A stock fairchem model with random weights and scale factors."""
+    from fairchem.core.common.registry import registry
+    import fairchem.core.models.base  # noqa: F401
+    import fairchem.core.models.gemnet_oc.gemnet_oc  # noqa: F401
+
+    torch.manual_seed(seed)
+    config = copy.deepcopy(model_config)
+    model = registry.get_model_class(config.pop("name"))(**config)
+    randomise_scale_factors(model, seed)
+    return model.eval()
+
+
+def write_checkpoint(path, model: torch.nn.Module, model_config: dict, ema_params=None) -> None:
+    """A checkpoint laid out exactly as fairchem's ``BaseTrainer.save`` writes it."""
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "normalizers": {},
+        "elementrefs": {},
+        "config": {"model": copy.deepcopy(model_config), "task": {}, "optim": {}, "outputs": {}},
+        "val_metrics": None,
+        "amp": None,
+        "epoch": 3,
+        "step": 30,
+        "ema": None,
+    }
+    if ema_params is not None:
+        checkpoint["ema"] = {"decay": 0.999, "num_updates": 30, "shadow_params": ema_params, "collected_params": []}
+    torch.save(checkpoint, path)
+
+
+def molecule_atoms() -> Atoms:
+    atoms = molecule("CH3CH2OH")
+    atoms.cell = np.eye(3) * 20.0
+    atoms.center()
+    atoms.pbc = False
+    return atoms
+
+
+def slab_atoms() -> Atoms:
+    slab = fcc111("Cu", size=(2, 2, 3), vacuum=6.0)
+    add_adsorbate(slab, "O", 1.8, "fcc")
+    slab.rattle(0.05, seed=1)
+    return slab
+
+
+def to_batch(atoms_list, dtype=torch.float32):
+    """Collated fairchem graphs; positions in ``dtype`` (fairchem's PBC graph code keeps cells float32)."""
+    a2g = AtomsToGraphs(r_edges=False, r_pbc=True, r_energy=False, r_forces=False)
+    data = [a2g.convert(a) for a in atoms_list]
+    for d in data:
+        d.pos = d.pos.to(dtype)
+        d.tags = d.tags.long()
+    return data_list_collater(data)
+
+
+@pytest.fixture
+def batch():
+    """Ethanol in a box and a Cu(111) slab with O in one batch."""
+    return to_batch([molecule_atoms(), slab_atoms()])
+
+
+@pytest.fixture(scope="session")
+def emt_lmdb(tmp_path_factory):
+    """Tiny S2EF LMDBs of EMT-labelled slabs: {"train": folder (24), "val": folder (8), "test":
+    folder (8)}."""
+    from fairchem_prune.demo_data import emt_slabs
+    from fairchem_prune.lmdb_io import atoms_to_data, write_lmdb
+
+    root = tmp_path_factory.mktemp("emt")
+    structures = emt_slabs(40, seed=3)
+    folders = {}
+    for name, part, offset in (("train", structures[:24], 0), ("val", structures[24:32], 24),
+                               ("test", structures[32:], 32)):
+        folders[name] = root / name
+        write_lmdb(folders[name] / "data.lmdb", (atoms_to_data(a, offset + i) for i, a in enumerate(part)))
+    return folders
+
+
+@pytest.fixture
+def stock_checkpoint(tmp_path):
+    """(path, model, config) of a random stock 5-block ``gemnet_oc`` checkpoint."""
+    config = {"name": "gemnet_oc", **tiny_config()}
+    model = build_stock(config)
+    path = tmp_path / "stock.pt"
+    write_checkpoint(path, model, config)
+    return path, model, config

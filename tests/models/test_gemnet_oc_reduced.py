@@ -1,0 +1,222 @@
+"""gemnet_oc_reduced against stock fairchem GemNet-OC."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from conftest import (
+    TINY_HEADS, build_stock, hydra_config, molecule_atoms, slab_atoms, tiny_config, to_batch, write_checkpoint,
+)
+from fairchem.core.common.registry import registry
+from fairchem.core.models.base import HydraModel
+from fairchem.core.models.gemnet_oc.gemnet_oc import GemNetOC
+
+from fairchem_prune.errors import PruneError
+from fairchem_prune.features import capture_final_mlp_features
+
+Reduced = registry.get_model_class("gemnet_oc_reduced")
+
+
+def energy_forces(model, batch):
+    out = model(batch)
+    if isinstance(out["energy"], dict):  # hydra: {head: {property: tensor}}
+        return out["energy"]["energy"].detach(), out["forces"]["forces"].detach()
+    return out["energy"].detach(), out["forces"].detach()
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def hand_copy_gemnet(source: GemNetOC, target: GemNetOC, kept, d_atom, d_edge, heads_source=None, heads_target=None):
+    """Copy the weights of ``source`` keeping blocks ``kept`` into the stock ``target``, module by
+    module: an independent re-statement of what the slicing must do."""
+    for name, child in target.named_children():
+        if name == "int_blocks":
+            for j, k in enumerate(kept):
+                child[j].load_state_dict(source.int_blocks[k].state_dict())
+        elif name == "out_blocks":
+            child[0].load_state_dict(source.out_blocks[0].state_dict())
+            for j, k in enumerate(kept):
+                child[j + 1].load_state_dict(source.out_blocks[k + 1].state_dict())
+        elif child is not None and name not in ("out_mlp_E", "out_mlp_F", "out_energy", "out_forces"):
+            child.load_state_dict(getattr(source, name).state_dict())
+    mlp_owner_src = heads_source or {"E": source, "F": source}
+    mlp_owner_dst = heads_target or {"E": target, "F": target}
+    for branch, width in (("E", d_atom), ("F", d_edge)):
+        src_mlp = getattr(mlp_owner_src[branch], f"out_mlp_{branch}")
+        dst_mlp = getattr(mlp_owner_dst[branch], f"out_mlp_{branch}")
+        columns = [p * width + i for p in [0] + [k + 1 for k in kept] for i in range(width)]
+        with torch.no_grad():
+            dst_mlp[0].linear.weight.copy_(src_mlp[0].linear.weight[:, columns])
+        for i in range(1, len(dst_mlp)):
+            dst_mlp[i].load_state_dict(src_mlp[i].state_dict())
+        out_name = "out_energy" if branch == "E" else "out_forces"
+        getattr(mlp_owner_dst[branch], out_name).load_state_dict(getattr(mlp_owner_src[branch], out_name).state_dict())
+
+
+@pytest.mark.parametrize("structures", ["molecule", "slab"])
+def test_keeping_all_blocks_reproduces_stock_monolithic(stock_checkpoint, structures):
+    path, stock, _ = stock_checkpoint
+    batch = to_batch([molecule_atoms()] if structures == "molecule" else [slab_atoms()])
+    reduced = Reduced(pretrained_checkpoint=str(path)).eval()
+    e_ref, f_ref = energy_forces(stock, batch)
+    e, f = energy_forces(reduced, batch)
+    assert rel_err(e, e_ref) <= 1e-6 and rel_err(f, f_ref) <= 1e-6
+    assert f_ref.abs().max() > 1e-3  # a non-trivial reference
+
+
+@pytest.mark.parametrize("structures", ["molecule", "slab"])
+def test_keeping_all_blocks_reproduces_stock_hydra(tmp_path, structures):
+    config = hydra_config()
+    stock = build_stock(config)
+    write_checkpoint(tmp_path / "hydra.pt", stock, config)
+    batch = to_batch([molecule_atoms()] if structures == "molecule" else [slab_atoms()])
+    e_ref, f_ref = energy_forces(stock, batch)
+    # as a monolithic reduced model initialised from the hydra checkpoint ...
+    e, f = energy_forces(Reduced(pretrained_checkpoint=str(tmp_path / "hydra.pt")).eval(), batch)
+    assert rel_err(e, e_ref) <= 1e-6 and rel_err(f, f_ref) <= 1e-6
+    # ... and as a hydra model with the reduced backbone, sliced by the tool
+    from fairchem_prune.slicing import slice_checkpoint
+    from fairchem.core.common.utils import load_model_and_weights_from_checkpoint
+
+    slice_checkpoint(tmp_path / "hydra.pt", tmp_path / "hydra_all.pt")
+    hydra = load_model_and_weights_from_checkpoint(str(tmp_path / "hydra_all.pt")).eval()
+    assert type(hydra.backbone).__name__ == "GemNetOCReducedBackbone"
+    e, f = energy_forces(hydra, batch)
+    assert rel_err(e, e_ref) <= 1e-6 and rel_err(f, f_ref) <= 1e-6
+
+
+@pytest.mark.parametrize("kept", [[0, 1, 2], [0, 1, 2, 4], [3]])
+def test_reduced_equals_hand_built_stock_model(stock_checkpoint, batch, kept):
+    path, stock, _ = stock_checkpoint
+    torch.manual_seed(1)
+    target = GemNetOC(**tiny_config(num_blocks=len(kept))).eval()
+    hand_copy_gemnet(stock, target, kept, d_atom=16, d_edge=24)
+    kwargs = {"num_blocks_kept": len(kept)} if kept == [0, 1, 2] else {"kept_blocks": kept}
+    reduced = Reduced(pretrained_checkpoint=str(path), **kwargs).eval()
+    assert len(reduced.int_blocks) == len(kept) and reduced.source_blocks == kept
+    e_ref, f_ref = energy_forces(target, batch)
+    e, f = energy_forces(reduced, batch)
+    assert torch.equal(e, e_ref) and torch.equal(f, f_ref)
+    # and it differs from the full model: blocks really were removed
+    assert not torch.allclose(e, energy_forces(stock, batch)[0])
+
+
+def test_reduced_hydra_equals_hand_built_stock_hydra(tmp_path, batch):
+    from fairchem_prune.slicing import slice_checkpoint
+    from fairchem.core.common.utils import load_model_and_weights_from_checkpoint
+
+    config = hydra_config()
+    stock = build_stock(config)
+    write_checkpoint(tmp_path / "hydra.pt", stock, config)
+    kept = [0, 1, 2, 4]
+    slice_checkpoint(tmp_path / "hydra.pt", tmp_path / "hydra_k.pt", kept_blocks=kept)
+    reduced = load_model_and_weights_from_checkpoint(str(tmp_path / "hydra_k.pt")).eval()
+
+    target = HydraModel(backbone={"model": "gemnet_oc_backbone", **tiny_config(num_blocks=4)},
+                        heads=copy.deepcopy(TINY_HEADS)).eval()
+    hand_copy_gemnet(
+        stock.backbone, target.backbone, kept, d_atom=16, d_edge=24,
+        heads_source={"E": stock.output_heads["energy"], "F": stock.output_heads["forces"]},
+        heads_target={"E": target.output_heads["energy"], "F": target.output_heads["forces"]},
+    )
+    e_ref, f_ref = energy_forces(target, batch)
+    e, f = energy_forces(reduced, batch)
+    assert torch.equal(e, e_ref) and torch.equal(f, f_ref)
+
+
+def test_random_mlp_init_replaces_only_the_first_final_mlp_layer(stock_checkpoint):
+    path, stock, _ = stock_checkpoint
+    sliced = Reduced(pretrained_checkpoint=str(path), num_blocks_kept=3, mlp_init="sliced")
+    torch.manual_seed(123)
+    random = Reduced(pretrained_checkpoint=str(path), num_blocks_kept=3, mlp_init="random")
+    a, b = sliced.state_dict(), random.state_dict()
+    differing = sorted(k for k in a if not torch.equal(a[k], b[k]))
+    assert differing == ["out_mlp_E.0.linear.weight", "out_mlp_F.0.linear.weight"]
+    assert a["out_mlp_E.0.linear.weight"].shape == (16, 16 * 4)
+
+
+def test_ema_weights_are_used_when_the_checkpoint_has_them(tmp_path, batch):
+    config = {"name": "gemnet_oc", **tiny_config()}
+    stock = build_stock(config)
+    torch.manual_seed(7)
+    ema = [p.detach() + 0.01 * torch.randn_like(p) for p in stock.parameters() if p.requires_grad]
+    write_checkpoint(tmp_path / "ema.pt", stock, config, ema_params=ema)
+    with torch.no_grad():
+        for p, e in zip([p for p in stock.parameters() if p.requires_grad], ema):
+            p.copy_(e)
+    reduced = Reduced(pretrained_checkpoint=str(tmp_path / "ema.pt")).eval()
+    e_ref, f_ref = energy_forces(stock, batch)
+    e, f = energy_forces(reduced, batch)
+    assert rel_err(e, e_ref) <= 1e-6 and rel_err(f, f_ref) <= 1e-6
+
+
+def random_rotation(seed):
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+@pytest.mark.parametrize("make", [molecule_atoms, slab_atoms])
+def test_energy_invariant_and_forces_equivariant(stock_checkpoint, make):
+    path, _, _ = stock_checkpoint
+    model = Reduced(pretrained_checkpoint=str(path), kept_blocks=[0, 2, 3]).eval()
+    atoms = make()
+    rot = random_rotation(5)
+    moved = atoms.copy()
+    moved.positions = atoms.positions @ rot.T + np.array([0.7, -1.3, 0.4])
+    moved.cell = atoms.cell[:] @ rot.T
+    e0, f0 = energy_forces(model, to_batch([atoms]))
+    e1, f1 = energy_forces(model, to_batch([moved]))
+    assert abs(e1 - e0).item() <= 1e-5 * max(1.0, abs(e0).item())
+    rotated = f0 @ torch.tensor(rot.T, dtype=f0.dtype)
+    assert (f1 - rotated).abs().max().item() <= 1e-4 * max(1.0, f0.abs().max().item())
+    assert f0.abs().max() > 1e-3
+
+
+def test_config_contradicting_the_checkpoint_is_an_error(stock_checkpoint):
+    path, _, _ = stock_checkpoint
+    with pytest.raises(PruneError, match="emb_size_atom=32 but pretrained_checkpoint .* emb_size_atom=16"):
+        Reduced(pretrained_checkpoint=str(path), emb_size_atom=32)
+    with pytest.raises(PruneError, match="num_blocks=6 but pretrained_checkpoint .* has 5"):
+        Reduced(pretrained_checkpoint=str(path), num_blocks=6)
+    # repeating the checkpoint's value, or changing what the weights do not fix, is fine
+    model = Reduced(pretrained_checkpoint=str(path), emb_size_atom=16, cutoff=4.0, max_neighbors=10,
+                    regress_forces=False, num_blocks_kept=2)
+    assert model.cutoff == 4.0 and model.max_neighbors == 10 and not model.regress_forces
+
+
+def test_missing_pretrained_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(PruneError, match="no such file"):
+        Reduced(pretrained_checkpoint=str(tmp_path / "nope.pt"))
+
+
+@pytest.mark.parametrize("hydra", [False, True])
+def test_final_mlp_features_are_exposed(tmp_path, batch, hydra):
+    config = hydra_config() if hydra else {"name": "gemnet_oc", **tiny_config()}
+    write_checkpoint(tmp_path / "m.pt", build_stock(config), config)
+    if hydra:
+        from fairchem_prune.slicing import slice_checkpoint
+        from fairchem.core.common.utils import load_model_and_weights_from_checkpoint
+
+        slice_checkpoint(tmp_path / "m.pt", tmp_path / "r.pt", num_blocks_kept=3)
+        model = load_model_and_weights_from_checkpoint(str(tmp_path / "r.pt")).eval()
+    else:
+        model = Reduced(pretrained_checkpoint=str(tmp_path / "m.pt"), num_blocks_kept=3).eval()
+    with capture_final_mlp_features(model) as features:
+        out = model(batch)
+    n_atoms = batch.natoms.sum().item()
+    assert features.num_partitions == 4
+    assert features.node_input.shape == (n_atoms, 16 * 4)
+    assert [f.shape for f in features.node_blocks()] == [(n_atoms, 16)] * 4
+    assert features.edge_input.shape[1] == 24 * 4 and len(features.edge_blocks()) == 4
+    assert len(features.node_layers) == 2 and len(features.edge_layers) == 2
+    # the recorded tensors are in the graph: dE/df exists and is non-zero
+    energy = out["energy"]["energy"] if hydra else out["energy"]
+    (grad,) = torch.autograd.grad(energy.sum(), features.node_input, retain_graph=True)
+    assert grad.abs().sum() > 0
+    # hooks are gone after the context: another structure leaves the recorded features alone
+    model(to_batch([molecule_atoms()]))
+    assert features.node_input.shape == (n_atoms, 64)

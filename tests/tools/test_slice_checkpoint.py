@@ -1,0 +1,92 @@
+"""tools/slice_checkpoint.py: outputs, and one clear error line for each kind of bad input."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import to_batch, molecule_atoms, slab_atoms
+
+from fairchem_prune.cli import tool_main
+
+TOOL = Path(__file__).parents[2] / "tools" / "slice_checkpoint.py"
+
+
+def test_script_slices_and_prints_parameter_counts(stock_checkpoint, tmp_path):
+    path, _, _ = stock_checkpoint
+    out = tmp_path / "k3.pt"
+    result = subprocess.run(
+        [sys.executable, str(TOOL), "--checkpoint", str(path), "--kept-blocks", "0,1,3", "--output", str(out)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "parameters  86,827 -> " in result.stdout and "kept blocks [0, 1, 3]" in result.stdout
+    checkpoint = torch.load(out, weights_only=False)
+    model_config = checkpoint["config"]["model"]
+    assert model_config["name"] == "gemnet_oc_reduced" and model_config["num_blocks"] == 3
+    assert model_config["source_blocks"] == [0, 1, 3] and "pretrained_checkpoint" not in model_config
+    assert "optimizer" not in checkpoint and "ema" not in checkpoint
+
+
+def test_sliced_checkpoint_loads_with_ocp_calculator(stock_checkpoint, tmp_path):
+    from fairchem.core.common.relaxation.ase_utils import OCPCalculator
+    from fairchem.core.common.registry import registry
+
+    path, _, _ = stock_checkpoint
+    checkpoint = torch.load(path, weights_only=False)
+    # the config sections fairchem's trainer writes and OCPCalculator reads
+    checkpoint["config"].update(
+        trainer="ocp", dataset={"src": "unused"}, loss_functions=[{"energy": {"fn": "mae"}}],
+        evaluation_metrics={"metrics": {"energy": ["mae"]}}, outputs={
+            "energy": {"shape": 1, "level": "system"}, "forces": {"irrep_dim": 1, "level": "atom"}},
+    )
+    torch.save(checkpoint, path)
+    assert tool_main("slice", ["--checkpoint", str(path), "--num-blocks-kept", "2", "--output", str(tmp_path / "k2.pt")]) == 0
+    atoms = slab_atoms()
+    atoms.calc = OCPCalculator(checkpoint_path=str(tmp_path / "k2.pt"), cpu=True)
+    reduced = registry.get_model_class("gemnet_oc_reduced")(pretrained_checkpoint=str(path), num_blocks_kept=2).eval()
+    expected = reduced(to_batch([slab_atoms()]))
+    assert atoms.get_potential_energy() == pytest.approx(expected["energy"].item(), rel=1e-5)
+    assert atoms.get_forces() == pytest.approx(expected["forces"].detach().numpy(), rel=1e-4, abs=1e-5)
+
+
+def write_other_model_checkpoint(path):
+    torch.save({"config": {"model": {"name": "painn", "hidden_channels": 8}}, "state_dict": {}}, path)
+
+
+@pytest.mark.parametrize(
+    "case, args, message",
+    [
+        ("too many blocks", ["--num-blocks-kept", "6"], "cannot keep 6 blocks: the source model has 5 interaction blocks"),
+        ("duplicate", ["--kept-blocks", "0,1,1"], "duplicate indices"),
+        ("unsorted", ["--kept-blocks", "2,0"], "not in increasing order"),
+        ("negative", ["--kept-blocks=-1,2"], "block(s) [-1] do not exist"),
+        ("missing file", ["--num-blocks-kept", "2", "--checkpoint", "{tmp}/missing.pt"], "missing.pt: no such file"),
+        ("corrupt file", ["--num-blocks-kept", "2", "--checkpoint", "{tmp}/corrupt.pt"], "cannot be read"),
+        ("other model", ["--num-blocks-kept", "2", "--checkpoint", "{tmp}/painn.pt"], "holds a 'painn' model"),
+        ("output exists", ["--num-blocks-kept", "2", "--output", "{tmp}/existing.pt"], "already exists; choose another path or pass --force"),
+    ],
+)
+def test_bad_input_gives_one_clear_line_and_changes_nothing(stock_checkpoint, tmp_path, capsys, case, args, message):
+    path, _, _ = stock_checkpoint
+    (tmp_path / "corrupt.pt").write_bytes(path.read_bytes()[:2000])
+    write_other_model_checkpoint(tmp_path / "painn.pt")
+    (tmp_path / "existing.pt").write_bytes(b"precious")
+    args = [a.format(tmp=tmp_path) for a in args]
+    argv = ([] if "--checkpoint" in args else ["--checkpoint", str(path)]) + args
+    argv += [] if "--output" in args else ["--output", str(tmp_path / "out.pt")]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert tool_main("slice", argv) == 2, case
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert after == before  # nothing written, nothing overwritten
+
+
+def test_force_overwrites_an_existing_output(stock_checkpoint, tmp_path):
+    path, _, _ = stock_checkpoint
+    (tmp_path / "existing.pt").write_bytes(b"old")
+    argv = ["--checkpoint", str(path), "--num-blocks-kept", "2", "--output", str(tmp_path / "existing.pt"), "--force"]
+    assert tool_main("slice", argv) == 0
+    assert torch.load(tmp_path / "existing.pt", weights_only=False)["config"]["model"]["num_blocks"] == 2
