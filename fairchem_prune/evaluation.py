@@ -42,8 +42,12 @@ def load_trainer(checkpoint: str | Path, device: str = "cpu"):
     """fairchem's trainer holding the checkpoint's model, normalizers and element references."""
     read_checkpoint(checkpoint)  # clear error for a missing / corrupt file
     previous = logging.root.level
-    calculator = OCPCalculator(checkpoint_path=str(checkpoint), cpu=device == "cpu", seed=0)
-    logging.root.setLevel(previous)
+    logging.disable(logging.INFO)  # fairchem logs its whole config at INFO level here
+    try:
+        calculator = OCPCalculator(checkpoint_path=str(checkpoint), cpu=device == "cpu", seed=0)
+    finally:
+        logging.disable(logging.NOTSET)
+        logging.root.setLevel(previous)
     return calculator.trainer
 
 

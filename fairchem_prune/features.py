@@ -44,7 +44,9 @@ class FinalMLPFeatures:
         return list(self.edge_input.chunk(self.num_partitions, dim=1))
 
 
-def _final_mlps(model: nn.Module) -> dict[str, nn.Sequential]:
+def final_mlps(model: nn.Module) -> dict[str, nn.Sequential]:
+    """The FinalMLPs of ``model`` by branch (``out_mlp_E``, ``out_mlp_F`` if present); ValueError if
+    it has none or an ambiguous set."""
     found: dict[str, nn.Sequential] = {}
     for name, module in model.named_modules():
         branch = name.rsplit(".", 1)[-1]
@@ -64,7 +66,7 @@ def capture_final_mlp_features(model: nn.Module) -> Iterator[FinalMLPFeatures]:
     :class:`FinalMLPFeatures`, each pass replacing the previous one."""
     features = FinalMLPFeatures()
     handles = []
-    for branch, mlp in _final_mlps(model).items():
+    for branch, mlp in final_mlps(model).items():
         first = mlp[0].linear
         features.num_partitions = first.in_features // first.out_features
         node = branch == "out_mlp_E"

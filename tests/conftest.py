@@ -75,13 +75,28 @@ def build_stock(model_config: dict, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
+#: the non-model config sections of an S2EF checkpoint, as fairchem's trainer saves them
+S2EF_SECTIONS = {
+    "trainer": "ocp",
+    "dataset": {"format": "lmdb", "src": "unused"},
+    "outputs": {
+        "energy": {"shape": 1, "level": "system"},
+        "forces": {"irrep_dim": 1, "level": "atom", "train_on_free_atoms": True, "eval_on_free_atoms": True},
+    },
+    "loss_functions": [{"energy": {"fn": "mae", "coefficient": 1}}, {"forces": {"fn": "l2mae", "coefficient": 10}}],
+    "evaluation_metrics": {"metrics": {"energy": ["mae"], "forces": ["mae"]}, "primary_metric": "forces_mae"},
+    "optim": {"batch_size": 4, "eval_batch_size": 4},
+    "task": {},
+}
+
+
 def write_checkpoint(path, model: torch.nn.Module, model_config: dict, ema_params=None) -> None:
     """A checkpoint laid out exactly as fairchem's ``BaseTrainer.save`` writes it."""
     checkpoint = {
         "state_dict": model.state_dict(),
         "normalizers": {},
         "elementrefs": {},
-        "config": {"model": copy.deepcopy(model_config), "task": {}, "optim": {}, "outputs": {}},
+        "config": {"model": copy.deepcopy(model_config), **copy.deepcopy(S2EF_SECTIONS)},
         "val_metrics": None,
         "amp": None,
         "epoch": 3,

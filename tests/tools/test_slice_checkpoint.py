@@ -34,14 +34,6 @@ def test_sliced_checkpoint_loads_with_ocp_calculator(stock_checkpoint, tmp_path)
     from fairchem.core.common.registry import registry
 
     path, _, _ = stock_checkpoint
-    checkpoint = torch.load(path, weights_only=False)
-    # the config sections fairchem's trainer writes and OCPCalculator reads
-    checkpoint["config"].update(
-        trainer="ocp", dataset={"src": "unused"}, loss_functions=[{"energy": {"fn": "mae"}}],
-        evaluation_metrics={"metrics": {"energy": ["mae"]}}, outputs={
-            "energy": {"shape": 1, "level": "system"}, "forces": {"irrep_dim": 1, "level": "atom"}},
-    )
-    torch.save(checkpoint, path)
     assert tool_main("slice", ["--checkpoint", str(path), "--num-blocks-kept", "2", "--output", str(tmp_path / "k2.pt")]) == 0
     atoms = slab_atoms()
     atoms.calc = OCPCalculator(checkpoint_path=str(tmp_path / "k2.pt"), cpu=True)

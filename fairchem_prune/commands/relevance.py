@@ -1,0 +1,57 @@
+"""``fairchem-prune relevance`` / ``tools/block_relevance.py``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DESCRIPTION = "GradCAM relevance of each block's features for the task loss, per data set"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="fairchem checkpoint (gemnet_oc, gemnet_oc_reduced, hydra)")
+    parser.add_argument("--data", action="append", required=True, metavar="LMDB",
+                        help="fairchem LMDB file or folder with energy/force labels; repeat for several data sets")
+    parser.add_argument("--names", nargs="+", help="a name per --data (default: the LMDB folder names)")
+    parser.add_argument("--num-samples", type=int, default=1000, help="structures per data set (seeded random subset)")
+    parser.add_argument("--batch-size", type=int, default=8, help="structures per forward pass (bounds memory)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample selection")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--out", default="relevance.json", help="JSON output (default: relevance.json)")
+    parser.add_argument("--plot", help="PNG bar chart to write (optional)")
+    parser.add_argument("--plot-branch", choices=("combined", "energy", "forces"), default="combined",
+                        help="scores shown in the plot")
+    parser.add_argument("--force", action="store_true", help="overwrite existing --out / --plot files")
+
+
+def format_table(result: dict, branch: str = "combined") -> str:
+    names = list(result["datasets"])
+    lines = [f"{branch} relevance", "block  " + "  ".join(f"{n:>12}" for n in names)]
+    for i, block in enumerate(result["blocks"]):
+        cells = [result["datasets"][n][branch][i] for n in names]
+        lines.append(f"{block:<6} " + "  ".join(f"{c:12.4f}" if c is not None else f"{'-':>12}" for c in cells))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> None:
+    from fairchem_prune.errors import PruneError
+    from fairchem_prune.relevance import block_relevance, plot_relevance, write_relevance
+
+    for path in filter(None, (args.out, args.plot)):
+        if Path(path).exists() and not args.force:
+            raise PruneError(f"output {path} already exists; choose another path or pass --force")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PruneError("--device cuda: no CUDA device visible to torch; use --device cpu")
+    result = block_relevance(
+        args.checkpoint, args.data, names=args.names, num_samples=args.num_samples, batch_size=args.batch_size,
+        seed=args.seed, device=args.device,
+    )
+    write_relevance(result, args.out)
+    if args.plot:
+        plot_relevance(result, args.plot, branch=args.plot_branch)
+    for branch in ("energy", "forces", "combined"):
+        print(format_table(result, branch) + "\n")
+    print(f"written {args.out}" + (f" and {args.plot}" if args.plot else ""))

@@ -1,0 +1,73 @@
+"""tools/ablate_blocks.py: configs fairchem accepts, real 1-step runs, and their summary."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from conftest import build_stock, tiny_config, write_checkpoint
+from fairchem.core.common.utils import load_config
+
+from fairchem_prune.ablation import AblationRun, fairchem_command
+
+REPO = Path(__file__).parents[2]
+TOOL = REPO / "tools" / "ablate_blocks.py"
+FINETUNE = REPO / "configs" / "finetune" / "demo_s2ef_4b.yml"
+
+
+def test_ablation_writes_runs_and_summarizes(tmp_path, emt_lmdb):
+    config = {"name": "gemnet_oc", **tiny_config(num_blocks=2)}
+    write_checkpoint(tmp_path / "pre.pt", build_stock(config), config)
+    (tmp_path / "rel.json").write_text(json.dumps({
+        "blocks": ["f_1", "f_2", "f_3"],
+        "datasets": {"demo": {"combined": [0.5, 0.3, 0.2], "energy": [], "forces": [], "raw": {}, "num_samples": 1}},
+    }))
+    out = tmp_path / "abl"
+    result = subprocess.run(
+        [sys.executable, str(TOOL), "--config", str(FINETUNE), "--pretrained", str(tmp_path / "pre.pt"), "--out", str(out),
+         "--", "--cpu", "--optim.max_epochs=1", "--optim.batch_size=24", f"--dataset.train.src={emt_lmdb['train']}",
+         f"--dataset.val.src={emt_lmdb['val']}"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    configs = sorted((out / "configs").glob("*.yml"))
+    assert [c.name for c in configs] == ["remove_f2.yml", "remove_f3.yml"]  # b - 1 of f_1..f_3
+    for path in configs:
+        merged, _, errors = load_config(str(path))
+        assert not errors and merged["model"]["name"] == "gemnet_oc_reduced" and merged["model"]["num_blocks_kept"] is None
+    assert yaml.safe_load((out / "configs" / "remove_f3.yml").read_text())["model"]["kept_blocks"] == [0]
+    for name in ("remove_f2", "remove_f3"):
+        assert (out / "runs" / "checkpoints" / name / "best_checkpoint.pt").exists()
+
+    summary = subprocess.run(
+        [sys.executable, str(TOOL), "--summarize", str(out), "--relevance", str(tmp_path / "rel.json")],
+        capture_output=True, text=True,
+    )
+    assert summary.returncode == 0, summary.stderr[-2000:]
+    data = json.loads((out / "ablation.json").read_text())
+    assert data["primary_metric"] == "forces_mae"
+    assert [r["removed"] for r in data["runs"]] == ["f_2", "f_3"]
+    assert [r["relevance"] for r in data["runs"]] == [0.3, 0.2]
+    maes = [r["metrics"]["forces_mae"] for r in data["runs"]]
+    assert all(0 < m < 100 for m in maes) and len(set(maes)) == 2  # two different models were trained
+    assert "| f_3 |" in summary.stdout and (out / "ablation.png").stat().st_size > 5000
+
+    # a second launch skips the finished runs
+    again = subprocess.run(
+        [sys.executable, str(TOOL), "--config", str(FINETUNE), "--pretrained", str(tmp_path / "pre.pt"), "--out", str(out),
+         "--force", "--", "--cpu"], capture_output=True, text=True,
+    )
+    assert again.returncode == 0 and again.stdout.count("skipped") == 2
+
+
+def test_submit_goes_through_fairchems_submitit_launcher(tmp_path):
+    run = AblationRun("remove_f3", "f_3", [0, 2], tmp_path / "remove_f3.yml")
+    command = fairchem_command(run, tmp_path, ["--num-gpus", "2", "--slurm-partition", "gpu"], submit=True)
+    assert command[1:3] == ["-m", "fairchem.core._cli"] and "--submit" in command
+    assert command[command.index("--timestamp-id") + 1] == "remove_f3" and "--slurm-partition" in command
+
+
+def test_summary_without_runs_is_a_clear_error(tmp_path):
+    result = subprocess.run([sys.executable, str(TOOL), "--summarize", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2 and "has no ablation configs" in result.stderr.strip().splitlines()[-1]
