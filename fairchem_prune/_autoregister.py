@@ -22,6 +22,12 @@ LAZY_NAMES: dict[str, dict[str, str]] = {
     "model_name_mapping": {
         "gemnet_oc_reduced": "fairchem_prune.models.gemnet_oc_reduced",
         "gemnet_oc_reduced_backbone": "fairchem_prune.models.gemnet_oc_reduced",
+        "equiformer_v2_reduced": "fairchem_prune.models.equiformer_v2_reduced",
+        "equiformer_v2_reduced_backbone": "fairchem_prune.models.equiformer_v2_reduced",
+    },
+    "trainer_name_mapping": {
+        "finetune": "fairchem_prune.trainers.finetune",
+        "distill": "fairchem_prune.trainers.distill",
     },
 }
 

@@ -159,13 +159,14 @@ def _apply_ema(model: nn.Module, ema: dict, path: Path) -> None:
             param.copy_(value)
 
 
-def load_gemnet_source(path: str | Path) -> GemNetSource:
-    """Rebuild the GemNet-OC model of checkpoint ``path`` and load its weights (EMA if present)."""
+def load_gemnet_source(path: str | Path, checkpoint: dict | None = None) -> GemNetSource:
+    """Rebuild the GemNet-OC model of checkpoint ``path`` (already read: ``checkpoint``) and load its
+    weights (EMA if present)."""
     from fairchem.core.common.utils import match_state_dict
     from fairchem.core.modules.scaling.compat import load_scales_compat
 
     path = Path(path)
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
     model_config = checkpoint_model_config(checkpoint, path)
     model = _build(model_config, path)
     weights = match_state_dict(model.state_dict(), checkpoint["state_dict"])

@@ -18,6 +18,8 @@ from fairchem_prune.errors import PruneError
 COMMANDS = {
     "slice": "slice",
     "demo": "demo",
+    "prepare-dataset": "prepare_dataset",
+    "make-demo-data": "make_demo_data",
     "relevance": "relevance",
     "ablate": "ablate",
 }

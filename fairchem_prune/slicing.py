@@ -12,6 +12,8 @@ Works on state dicts in any key space (monolithic ``int_blocks.3...``, hydra
 * everything else (embeddings, shared bases, later FinalMLP layers, output layers) unchanged.
 
 Per-block scale factors (``...scale_factor``) live inside their blocks and move with them.
+
+:func:`slice_checkpoint` also takes EquiformerV2 checkpoints (see :mod:`fairchem_prune.eqv2_slicing`).
 """
 
 from __future__ import annotations
@@ -109,16 +111,17 @@ class SliceReport:
     params_before: int
     params_after: int
     used_ema: bool
-    mlp_init: str
+    mlp_init: str | None  # None: the model has no FinalMLP (EquiformerV2)
+    block_kind: str = "interaction"
 
     def summary(self) -> str:
         change = 100.0 * (self.params_after - self.params_before) / self.params_before
         return "\n".join(
             [
-                f"source      {self.source}  ({self.num_source_blocks} interaction blocks, "
+                f"source      {self.source}  ({self.num_source_blocks} {self.block_kind} blocks, "
                 f"{'EMA' if self.used_ema else 'state_dict'} weights)",
-                f"kept blocks {self.kept_blocks}  (original model's blocks {self.source_blocks}), "
-                f"first FinalMLP layer: {self.mlp_init}",
+                f"kept blocks {self.kept_blocks}  (original model's blocks {self.source_blocks})"
+                + (f", first FinalMLP layer: {self.mlp_init}" if self.mlp_init else ""),
                 f"parameters  {self.params_before:,} -> {self.params_after:,}  ({change:+.1f}%)",
                 f"written     {self.output}",
             ]
@@ -179,9 +182,10 @@ def slice_checkpoint(
     It loads with ``fairchem --mode predict --checkpoint OUT``, ``OCPCalculator(checkpoint_path=OUT)``
     and as a ``pretrained_checkpoint``; its config is self-contained (no reference to ``checkpoint``),
     EMA weights are baked into its state dict and the training state (optimizer, step) is dropped.
-    ``seed`` seeds the fresh initialisation used by ``mlp_init="random"``.
+    ``seed`` seeds the fresh initialisation used by ``mlp_init="random"``. ``checkpoint`` may be a
+    GemNet-OC or an EquiformerV2 checkpoint (monolithic or hydra).
     """
-    from fairchem_prune.checkpoints import load_gemnet_source
+    from fairchem_prune.checkpoints import checkpoint_model_config, load_gemnet_source, read_checkpoint
 
     source_path, output = Path(checkpoint), Path(output)
     if mlp_init not in MLP_INIT_CHOICES:
@@ -193,10 +197,24 @@ def slice_checkpoint(
     if not output.parent.is_dir():
         raise PruneError(f"output folder {output.parent} does not exist; create it first")
 
-    source = load_gemnet_source(source_path)
-    kept = resolve_kept_blocks(source.num_blocks, num_blocks_kept, kept_blocks)
-    torch.manual_seed(seed)
-    model, model_config = build_reduced_model(source, kept, mlp_init)
+    source_checkpoint = read_checkpoint(source_path)
+    block_kind = "interaction"
+    if _architecture(checkpoint_model_config(source_checkpoint, source_path), source_path) == "equiformer_v2":
+        from fairchem_prune.eqv2_slicing import build_reduced_equiformer_v2, load_equiformer_v2_source
+
+        if mlp_init != "sliced":
+            raise PruneError(
+                f"mlp_init={mlp_init!r} applies to GemNet-OC's FinalMLP; EquiformerV2 has none, leave it out"
+            )
+        source = load_equiformer_v2_source(source_path, source_checkpoint)
+        kept = resolve_kept_blocks(source.num_blocks, num_blocks_kept, kept_blocks)
+        model, model_config = build_reduced_equiformer_v2(source, kept)
+        mlp_init, block_kind = None, "transformer"
+    else:
+        source = load_gemnet_source(source_path, source_checkpoint)
+        kept = resolve_kept_blocks(source.num_blocks, num_blocks_kept, kept_blocks)
+        torch.manual_seed(seed)
+        model, model_config = build_reduced_model(source, kept, mlp_init)
 
     new = {k: v for k, v in source.checkpoint.items() if k not in _TRAINING_STATE}
     new["config"] = {**copy.deepcopy(source.checkpoint["config"]), "model": model_config}
@@ -225,4 +243,26 @@ def slice_checkpoint(
         params_after=count_parameters(model),
         used_ema=source.used_ema,
         mlp_init=mlp_init,
+        block_kind=block_kind,
+    )
+
+
+def _architecture(model_config: dict, path: Path) -> str:
+    """``"gemnet_oc"`` or ``"equiformer_v2"`` for a checkpoint's model config; PruneError otherwise."""
+    from fairchem_prune.checkpoints import BACKBONE_MODELS, MONOLITHIC_MODELS
+    from fairchem_prune import eqv2_slicing
+
+    name = model_config["name"]
+    backbone = model_config.get("backbone") if name == "hydra" else None
+    backbone = backbone.get("model") if isinstance(backbone, dict) else None
+    if eqv2_slicing.is_equiformer_v2_config(model_config):
+        return "equiformer_v2"
+    if name in MONOLITHIC_MODELS or backbone in BACKBONE_MODELS:
+        return "gemnet_oc"
+    found = f"hydra model with a {backbone!r} backbone" if name == "hydra" else f"{name!r} model"
+    raise PruneError(
+        f"checkpoint {path} holds a {found}; slicing supports GemNet-OC ({', '.join(MONOLITHIC_MODELS)}, "
+        f"or hydra with a {' / '.join(BACKBONE_MODELS)} backbone) and EquiformerV2 "
+        f"({', '.join(eqv2_slicing.MONOLITHIC_MODELS)}, or hydra with a "
+        f"{' / '.join(eqv2_slicing.BACKBONE_MODELS)} backbone)"
     )

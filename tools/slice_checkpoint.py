@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Slice a GemNet-OC checkpoint to fewer interaction blocks.
+"""Slice a GemNet-OC or EquiformerV2 checkpoint (monolithic or hydra) to fewer blocks.
 
     python tools/slice_checkpoint.py --checkpoint IN.pt --num-blocks-kept 4 --output OUT.pt
     python tools/slice_checkpoint.py --checkpoint IN.pt --kept-blocks 0,1,2,4 --mlp-init random --output OUT.pt

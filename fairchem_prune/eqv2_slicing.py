@@ -1,0 +1,191 @@
+"""EquiformerV2 checkpoints as the source of a block reduction, and their state-dict slicing.
+
+A source is a fairchem 1.x checkpoint of a monolithic ``equiformer_v2`` / ``equiformer_v2_reduced``
+model or of a ``hydra`` model whose backbone is ``equiformer_v2_backbone`` /
+``equiformer_v2_reduced_backbone``, rebuilt from its own config with its EMA weights when it has them.
+
+Slicing is a renumbering: transformer block k's weights ``blocks.k.`` (monolithic), ``backbone.blocks.k.``
+(hydra), with any DDP ``module.`` prefix, become ``blocks.j.`` for the j-th kept block; the other blocks
+are dropped. Everything else (embeddings, shared SO(3) buffers, the final norm, the energy and force
+heads) is unchanged: the heads read the normalised output of the last block, whose width does not
+depend on the number of blocks, so EquiformerV2 has no concatenating FinalMLP to slice.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fairchem_prune.checkpoints import _apply_ema, checkpoint_model_config, read_checkpoint
+from fairchem_prune.errors import PruneError
+
+MONOLITHIC_MODELS = ("equiformer_v2", "equiformer_v2_reduced")
+BACKBONE_MODELS = ("equiformer_v2_backbone", "equiformer_v2_reduced_backbone")
+#: hydra head module -> the layer it owns, named as in the monolithic model
+HEAD_LAYERS = {
+    "equiformer_v2_energy_head": "energy_block",
+    "equiformerV2_scalar_head": "energy_block",
+    "equiformer_v2_force_head": "force_block",
+    "equiformerV2_vector_head": "force_block",
+}
+
+_BLOCK = re.compile(r"^((?:module\.)*(?:backbone\.)?)blocks\.(\d+)\.")
+
+
+def is_equiformer_v2_config(model_config: dict) -> bool:
+    """Whether a checkpoint's model config is an EquiformerV2 (monolithic or hydra backbone)."""
+    if model_config.get("name") == "hydra":
+        backbone = model_config.get("backbone")
+        return isinstance(backbone, dict) and backbone.get("model") in BACKBONE_MODELS
+    return model_config.get("name") in MONOLITHIC_MODELS
+
+
+def slice_blocks(state_dict: Mapping[str, torch.Tensor], kept: Sequence[int]) -> dict[str, torch.Tensor]:
+    """State dict keeping transformer blocks ``kept`` (0-based, increasing), renumbered 0..b'-1."""
+    position = {k: j for j, k in enumerate(kept)}
+    sliced = {}
+    for key, value in state_dict.items():
+        match = _BLOCK.match(key)
+        if match is None:
+            sliced[key] = value
+        elif int(match.group(2)) in position:
+            sliced[f"{match.group(1)}blocks.{position[int(match.group(2))]}.{key[match.end():]}"] = value
+    return sliced
+
+
+@dataclass
+class EquiformerV2Source:
+    """An EquiformerV2 model rebuilt from a checkpoint, with its (EMA) weights loaded."""
+
+    path: Path
+    checkpoint: dict
+    model_config: dict
+    model: nn.Module
+    used_ema: bool
+
+    @property
+    def is_hydra(self) -> bool:
+        return self.model_config["name"] == "hydra"
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The module holding the transformer blocks: the model itself, or the hydra backbone."""
+        return self.model.backbone if self.is_hydra else self.model
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.backbone.blocks)
+
+    @property
+    def source_blocks(self) -> list[int]:
+        """Indices of these blocks in the original, unreduced model."""
+        return list(getattr(self.backbone, "source_blocks", range(self.num_blocks)))
+
+    def backbone_config(self) -> dict:
+        """Self-contained EquiformerV2 kwargs of the source (no name, no checkpoint references)."""
+        resolved = getattr(self.backbone, "resolved_config", None)
+        if resolved is not None:
+            return copy.deepcopy(resolved)
+        config = copy.deepcopy(self.model_config["backbone"] if self.is_hydra else self.model_config)
+        for key in ("name", "model"):
+            config.pop(key, None)
+        return config
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights in the checkpoint's own key space (no DDP ``module.`` prefix)."""
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def monolithic_state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights in the key space of a monolithic ``equiformer_v2``: a hydra backbone's keys without
+        ``backbone.``, and its EquiformerV2 heads' layers as ``energy_block`` / ``force_block``."""
+        if not self.is_hydra:
+            return self.state_dict()
+        weights = {k: v.detach().clone() for k, v in self.model.backbone.state_dict().items()}
+        for head_name, head_config in self.model_config.get("heads", {}).items():
+            layer = HEAD_LAYERS.get(head_config.get("module"))
+            if layer is not None:
+                module = getattr(self.model.output_heads[head_name], layer)
+                weights.update({f"{layer}.{k}": v.detach().clone() for k, v in module.state_dict().items()})
+        return weights
+
+
+def _build(model_config: dict, path: Path) -> nn.Module:
+    from fairchem.core.common.registry import registry
+    import fairchem.core.models.base  # noqa: F401  (hydra)
+    import fairchem.core.models.equiformer_v2.equiformer_v2  # noqa: F401  (backbone and heads)
+    import fairchem.core.models.equiformer_v2.equiformer_v2_deprecated  # noqa: F401  (equiformer_v2)
+
+    config = copy.deepcopy(model_config)
+    name = config.pop("name")
+    if not is_equiformer_v2_config(model_config):
+        raise PruneError(
+            f"checkpoint {path} holds a {name!r} model; expected an EquiformerV2 checkpoint "
+            f"({', '.join(MONOLITHIC_MODELS)}, or hydra with a {' / '.join(BACKBONE_MODELS)} backbone)"
+        )
+    if name == "hydra":
+        if not config.get("heads"):
+            raise PruneError(f"checkpoint {path} holds a hydra model without heads; give one with explicit heads")
+        config.pop("finetune_config", None)  # the weights come from this checkpoint
+    return registry.get_model_class(name)(**config)
+
+
+def load_equiformer_v2_source(path: str | Path, checkpoint: dict | None = None) -> EquiformerV2Source:
+    """Rebuild the EquiformerV2 model of checkpoint ``path`` (already read: ``checkpoint``) and load its
+    weights, EMA if present."""
+    from fairchem.core.common.utils import match_state_dict
+
+    path = Path(path)
+    checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
+    model_config = checkpoint_model_config(checkpoint, path)
+    model = _build(model_config, path)
+    weights = match_state_dict(model.state_dict(), checkpoint["state_dict"])
+    result = model.load_state_dict(weights, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise PruneError(
+            f"checkpoint {path}: its weights do not fit the model its own config describes "
+            f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
+        )
+    ema = checkpoint.get("ema")
+    used_ema = bool(ema and ema.get("shadow_params"))
+    if used_ema:
+        _apply_ema(model, ema, path)
+    return EquiformerV2Source(
+        path=path, checkpoint=checkpoint, model_config=model_config, model=model.eval(), used_ema=used_ema
+    )
+
+
+def build_reduced_equiformer_v2(source: EquiformerV2Source, kept: Sequence[int]) -> tuple[nn.Module, dict]:
+    """The reduced counterpart of ``source`` keeping blocks ``kept``, with its weights, and the
+    self-contained model config that rebuilds it. A hydra source gives a hydra model with an
+    ``equiformer_v2_reduced_backbone`` and the same heads."""
+    from fairchem.core.common.registry import registry
+
+    backbone = source.backbone_config()
+    backbone.update(num_layers=source.num_blocks, kept_blocks=list(kept), source_blocks=source.source_blocks)
+    backbone.pop("num_blocks_kept", None)
+    if source.is_hydra:
+        config = copy.deepcopy(source.model_config)
+        config.pop("finetune_config", None)
+        config["backbone"] = {"model": "equiformer_v2_reduced_backbone", **backbone}
+    else:
+        config = {"name": "equiformer_v2_reduced", **backbone}
+    build = copy.deepcopy(config)
+    model = registry.get_model_class(build.pop("name"))(**build)
+    result = model.load_state_dict(slice_blocks(source.state_dict(), kept), strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise PruneError(
+            f"slicing {source.path} left weights unmatched (missing {result.missing_keys[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]}); please report this with the checkpoint's config"
+        )
+    resolved = (model.backbone if source.is_hydra else model).resolved_config
+    if source.is_hydra:
+        config["backbone"] = {"model": "equiformer_v2_reduced_backbone", **resolved}
+    else:
+        config = {"name": "equiformer_v2_reduced", **resolved}
+    return model.eval(), config

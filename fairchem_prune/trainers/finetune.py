@@ -1,0 +1,98 @@
+"""``trainer: finetune``: fairchem's ``OCPTrainer`` plus two parts of JMP's fine-tuning recipe that
+fairchem 1.10 lacks, both read from the ``optim`` section:
+
+* layer-wise learning rates (``layerwise_lr: {embedding: m_e, blocks: [m_0, m_1, ...]}``): the atom
+  embedding and output block 0 train at ``m_e * lr_initial``, interaction block i and output block
+  i+1 at ``m_i * lr_initial``, everything else (bases, edge embedding, FinalMLP, heads) at
+  ``lr_initial``. A reduced model with k blocks uses ``m_0 .. m_{k-1}``.
+* ``scheduler: WarmupCosine``: linear warm-up from ``warmup_factor * lr`` over ``warmup_epochs``,
+  cosine decay to ``lr_min_factor * lr`` at ``cosine_epochs``, constant after (fairchem's
+  ``CosineLRLambda``, epochs converted to steps). It scales every parameter group's own rate.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from fairchem.core.common.registry import registry
+from fairchem.core.modules.scheduler import CosineLRLambda, LRScheduler
+from fairchem.core.trainers.ocp_trainer import OCPTrainer
+
+from fairchem_prune.errors import PruneError
+
+WARMUP_COSINE = "WarmupCosine"
+_BLOCK = re.compile(r"(?:^|\.)(atom_emb|int_blocks\.(\d+)|out_blocks\.(\d+))\.")
+
+
+def lr_scale(name: str, embedding: float, blocks: list[float]) -> float:
+    """Learning-rate multiplier of the parameter ``name`` (GemNet-OC naming, any prefix)."""
+    match = _BLOCK.search(name)
+    if match is None:
+        return 1.0
+    if match.group(2) is not None:
+        block = int(match.group(2))
+    elif match.group(3) is not None:
+        block = int(match.group(3)) - 1
+    else:
+        block = -1
+    if block < 0:
+        return embedding
+    if block >= len(blocks):
+        raise PruneError(f"optim.layerwise_lr.blocks has {len(blocks)} entries but the model has block {block} "
+                         f"({name}); give one multiplier per interaction block")
+    return blocks[block]
+
+
+def layerwise_param_groups(model: torch.nn.Module, lr: float, weight_decay: float, layerwise_lr: dict,
+                           no_weight_decay: tuple[str, ...] = ()) -> list[dict]:
+    """Optimizer parameter groups, one per (multiplier, decay): ``lr`` = multiplier x ``lr``,
+    ``weight_decay`` 0 for parameters whose name ends with one of ``no_weight_decay``. Each group
+    also records its ``lr_scale``."""
+    groups: dict[tuple[float, bool], list] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            scale = lr_scale(name, layerwise_lr["embedding"], list(layerwise_lr["blocks"]))
+            decay = not any(name.endswith(skip) for skip in no_weight_decay)
+            groups.setdefault((scale, decay), []).append(param)
+    return [{"params": params, "lr": lr * scale, "lr_scale": scale, "weight_decay": weight_decay if decay else 0.0}
+            for (scale, decay), params in sorted(groups.items())]
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, optim: dict, steps_per_epoch: int) -> LRScheduler:
+    """fairchem ``LRScheduler`` (``LambdaLR``) with fairchem's ``CosineLRLambda`` in steps."""
+    schedule = CosineLRLambda(
+        warmup_epochs=int(optim["warmup_epochs"] * steps_per_epoch), warmup_factor=optim["warmup_factor"],
+        epochs=int(optim["cosine_epochs"] * steps_per_epoch), lr_min_factor=optim["lr_min_factor"],
+    )
+    return LRScheduler(optimizer, {"scheduler": "LambdaLR", "lr_lambda": schedule})
+
+
+@registry.register_trainer("finetune")
+class FinetuneTrainer(OCPTrainer):
+    """``OCPTrainer`` with layer-wise learning rates and the ``WarmupCosine`` schedule (see module)."""
+
+    def load_optimizer(self) -> None:
+        optim = self.config["optim"]
+        if "layerwise_lr" not in optim:
+            return super().load_optimizer()
+        params = dict(optim.get("optimizer_params", {}))
+        model = self._unwrapped_model
+        no_wd = tuple(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else ()
+        groups = layerwise_param_groups(model, optim["lr_initial"], params.pop("weight_decay", 0.0),
+                                        optim["layerwise_lr"], no_wd)
+        self.optimizer = getattr(torch.optim, optim.get("optimizer", "AdamW"))(groups, lr=optim["lr_initial"], **params)
+        return None
+
+    def load_extras(self) -> None:
+        optim = self.config["optim"]
+        if optim.get("scheduler") != WARMUP_COSINE:
+            return super().load_extras()
+        self.config["optim"] = {**optim, "scheduler": "Null"}
+        try:
+            super().load_extras()
+        finally:
+            self.config["optim"] = optim
+        loader = getattr(self, "train_loader", None)
+        self.scheduler = warmup_cosine(self.optimizer, optim, len(loader) if loader is not None else 1)
+        return None

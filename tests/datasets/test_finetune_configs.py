@@ -1,0 +1,106 @@
+"""Each task's fine-tuning config trains with the stock `fairchem --mode train` on data converted from
+its raw format (tiny 6-block checkpoint), and `--mode predict` output is scored by fairchem's Evaluator."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_stock, tiny_config, write_checkpoint
+from dataset_helpers import read_split
+from fairchem.core.modules.evaluator import Evaluator
+from test_md22 import write_md22
+from test_qm9 import write_qm9
+from test_qmof import write_qmof
+from test_rmd17 import write_rmd17
+from test_spice import AMINO_ACIDS, write_spice
+
+from fairchem_prune.datasets import prepare_dataset
+
+REPO = Path(__file__).parents[2]
+FAIRCHEM = Path(sys.executable).parent / "fairchem"
+SIZES = {"train_size": 16, "val_size": 4, "test_size": 4}
+
+
+def raw_rmd17(tmp):
+    write_rmd17(tmp / "rmd17_aspirin.npz", 24)
+    return "rmd17", tmp / "rmd17_aspirin.npz", {}
+
+
+def raw_md22(tmp):
+    write_md22(tmp / "md22_Ac-Ala3-NHMe.npz", 24, "Ac-Ala3-NHMe")
+    return "md22", tmp / "md22_Ac-Ala3-NHMe.npz", {}
+
+
+def raw_spice(tmp):
+    write_spice(tmp / "SPICE.hdf5", [("ala", AMINO_ACIDS, [7, 6, 6, 8, 1], 14), ("gly", AMINO_ACIDS, [7, 6, 8, 1], 10)])
+    return "spice", tmp / "SPICE.hdf5", {"subset": "solvated_amino_acids"}
+
+
+def raw_qm9(tmp):
+    write_qm9(tmp / "qm9", 24)
+    return "qm9", tmp / "qm9", {"target": "U0"}
+
+
+def raw_qmof(tmp):
+    write_qmof(tmp / "qmof", 24)
+    return "qmof", tmp / "qmof", {}
+
+
+#: task -> (blocks kept, raw-file writer)
+TASKS = {"rmd17_aspirin": (4, raw_rmd17), "md22_acala3": (5, raw_md22), "spice_aa": (2, raw_spice),
+         "qm9_u0": (3, raw_qm9), "qmof_bandgap": (6, raw_qmof)}
+
+
+def fairchem(*args, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # no thread oversubscription on a shared machine
+    result = subprocess.run([str(FAIRCHEM), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    config = {"name": "gemnet_oc", **tiny_config(num_blocks=6)}
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_6b.pt"
+    write_checkpoint(path, build_stock(config), config)
+    return path
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_task_config_trains_and_predicts(task, tiny_checkpoint, tmp_path):
+    blocks, write_raw = TASKS[task]
+    kind, raw, options = write_raw(tmp_path)
+    data = tmp_path / "data" / task
+    assert prepare_dataset(kind, raw, data, **SIZES, **options) == {"train": 16, "val": 4, "test": 4}
+    config = REPO / "configs" / "finetune" / f"{task}_{blocks}b.yml"
+    common = [f"--model.pretrained_checkpoint={tiny_checkpoint}", "--optim.batch_size=8", "--optim.eval_batch_size=8",
+              "--optim.num_workers=0", *(f"--dataset.{s}.src={data / s}" for s in ("train", "val", "test"))]
+    log = fairchem("--mode", "train", "--config-yml", config, "--cpu", "--run-dir", tmp_path, "--timestamp-id", "ft",
+                   "--print-every", "1", "--optim.max_epochs=1", *common, cwd=tmp_path)
+    assert "Loaded GemNetOCReduced" in log
+    # lr of the first parameter group (smallest multiplier, 0.3) over 2 steps of the 10-step warm-up from 0.1
+    lrs = [float(x) for x in re.findall(r"ocp_trainer\.py:\d+: \(INFO\): .*?lr: ([0-9.e+-]+)", log)]
+    assert lrs == pytest.approx([8e-5 * 0.3 * 0.1, 8e-5 * 0.3 * 0.19], rel=1e-2)
+
+    fairchem("--mode", "predict", "--config-yml", config, "--cpu", "--run-dir", tmp_path, "--timestamp-id", "pred",
+             "--checkpoint", tmp_path / "checkpoints" / "ft" / "checkpoint.pt", *common, cwd=tmp_path)
+    predictions = np.load(tmp_path / "results" / "pred" / "ocp_predictions.npz")
+    targets = {f"{int(d.sid)}_{int(d.fid)}": d for d in read_split(data / "test")}
+    assert sorted(predictions["ids"]) == sorted(targets)
+    test = [targets[i] for i in predictions["ids"]]
+    prediction = {"energy": torch.tensor(predictions["energy"]).reshape(-1), "natoms": torch.tensor([d.natoms for d in test])}
+    target = {"energy": torch.tensor([d.energy for d in test], dtype=torch.float32), "natoms": prediction["natoms"]}
+    metrics = {"energy": ["mae"]}
+    if "forces" in predictions:
+        prediction["forces"] = torch.tensor(predictions["forces"])
+        target["forces"] = torch.cat([d.forces for d in test])
+        metrics["forces"] = ["mae"]
+    scores = Evaluator(eval_metrics=metrics).eval(prediction, target)
+    assert scores["energy_mae"]["metric"] == pytest.approx((prediction["energy"] - target["energy"]).abs().mean().item(), rel=1e-5)
+    assert np.isfinite(scores["energy_mae"]["metric"])
+    assert ("forces_mae" in scores) is (task not in ("qm9_u0", "qmof_bandgap"))

@@ -1,0 +1,323 @@
+"""equiformer_v2_reduced / equiformer_v2_reduced_backbone against stock fairchem EquiformerV2.
+
+EquiformerV2 rotates every edge into a frame with a random roll about the edge (``torch.rand_like`` in
+fairchem's ``init_edge_rot_mat``), so each forward pass here is seeded: equal seeds give equal frames.
+It runs in float64 only without PBC (fairchem's ``radius_graph_pbc`` is float32) and with torch's default
+dtype set to float64 (its Wigner matrices are made in the default dtype): molecules are compared in
+float64, slabs in float32.
+"""
+
+import copy
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import molecule_atoms, slab_atoms, to_batch, write_checkpoint
+from fairchem.core.common.registry import registry
+from fairchem.core.models.equiformer_v2.equiformer_v2_deprecated import EquiformerV2
+
+from fairchem_prune.errors import PruneError
+from fairchem_prune.models.equiformer_v2_reduced import capture_block_outputs
+
+Reduced = registry.get_model_class("equiformer_v2_reduced")
+
+#: a 4-block EquiformerV2 small enough to run in ~0.1 s; grid_resolution 12 keeps its S2-grid
+#: equivariance error near float32 round-off (the default grid for lmax 2 gives ~15 % force errors)
+TINY_EQV2 = dict(
+    num_layers=4, sphere_channels=8, attn_hidden_channels=8, num_heads=2, attn_alpha_channels=4,
+    attn_value_channels=4, ffn_hidden_channels=8, lmax_list=[2], mmax_list=[1], grid_resolution=12,
+    edge_channels=8, num_sphere_samples=16, max_neighbors=20, max_radius=5.0, max_num_elements=90,
+    use_pbc=True, otf_graph=True, regress_forces=True,
+)
+HEADS = {"energy": {"module": "equiformer_v2_energy_head"}, "forces": {"module": "equiformer_v2_force_head"}}
+
+
+def monolithic_config(**changes):
+    return {"name": "equiformer_v2", **TINY_EQV2, **changes}
+
+
+def hydra_config(**changes):
+    return {"name": "hydra", "backbone": {"model": "equiformer_v2_backbone", **TINY_EQV2, **changes},
+            "heads": copy.deepcopy(HEADS), "otf_graph": True}
+
+
+def build_stock(config, seed=0):
+    """A stock fairchem model whose every parameter (norms included) is distinct, so that a misplaced
+    one shows."""
+    torch.manual_seed(seed)
+    config = copy.deepcopy(config)
+    model = registry.get_model_class(config.pop("name"))(**config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+def energy_forces(model, batch, seed=1):
+    torch.manual_seed(seed)  # the random edge-frame roll
+    out = model(batch)
+    if isinstance(out["energy"], dict):  # hydra: {head: {property: tensor}}
+        return out["energy"]["energy"].detach(), out["forces"]["forces"].detach()
+    return out["energy"].detach(), out["forces"].detach()
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def hand_copy(source, target, kept):
+    """Copy ``source``'s weights keeping blocks ``kept`` into the stock ``target``, module by module:
+    an independent re-statement of what the slicing must do."""
+    for name, child in target.named_children():
+        if name == "blocks":
+            for j, k in enumerate(kept):
+                child[j].load_state_dict(source.blocks[k].state_dict())
+        else:
+            child.load_state_dict(getattr(source, name).state_dict())
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: on a shared machine, intra-op threads cost ~20x more than they save."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def float64_default():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.fixture
+def stock_checkpoint(tmp_path):
+    """(path, model) of a random stock 4-block ``equiformer_v2`` checkpoint."""
+    config = monolithic_config()
+    model = build_stock(config)
+    write_checkpoint(tmp_path / "eqv2.pt", model, config)
+    return tmp_path / "eqv2.pt", model
+
+
+PRECISIONS = [("molecule", torch.float64), ("slab", torch.float32)]
+
+
+def precision_setup(request, structures, dtype):
+    """(structure list, config changes) for one precision case; float64 needs the default dtype."""
+    if dtype == torch.float64:
+        request.getfixturevalue("float64_default")
+    atoms = [molecule_atoms()] if structures == "molecule" else [slab_atoms()]
+    return atoms, {"use_pbc": structures == "slab"}
+
+
+@pytest.mark.parametrize("structures, dtype", PRECISIONS)
+def test_keeping_all_blocks_reproduces_stock_monolithic(request, tmp_path, structures, dtype):
+    atoms, changes = precision_setup(request, structures, dtype)
+    config = monolithic_config(**changes)
+    stock = build_stock(config)
+    write_checkpoint(tmp_path / "m.pt", stock, config)
+    batch = to_batch(atoms, dtype)
+    e_ref, f_ref = energy_forces(stock, batch)
+    e, f = energy_forces(Reduced(pretrained_checkpoint=str(tmp_path / "m.pt")).eval(), batch)
+    assert e.dtype == f.dtype == dtype
+    assert rel_err(e, e_ref) <= 1e-5 and rel_err(f, f_ref) <= 1e-5
+    assert f_ref.abs().max() > 1e-3  # a non-trivial reference
+
+
+@pytest.mark.parametrize("structures, dtype", PRECISIONS)
+def test_keeping_all_blocks_reproduces_stock_hydra(request, tmp_path, structures, dtype):
+    from fairchem.core.common.utils import load_model_and_weights_from_checkpoint
+
+    from fairchem_prune.slicing import slice_checkpoint
+
+    atoms, changes = precision_setup(request, structures, dtype)
+    config = hydra_config(**changes)
+    stock = build_stock(config)
+    write_checkpoint(tmp_path / "hydra.pt", stock, config)
+    batch = to_batch(atoms, dtype)
+    e_ref, f_ref = energy_forces(stock, batch)
+    # as a hydra model with the reduced backbone, sliced by the tool ...
+    slice_checkpoint(tmp_path / "hydra.pt", tmp_path / "hydra_all.pt")
+    hydra = load_model_and_weights_from_checkpoint(str(tmp_path / "hydra_all.pt")).eval()
+    assert type(hydra.backbone).__name__ == "EquiformerV2ReducedBackbone"
+    e, f = energy_forces(hydra, batch)
+    assert rel_err(e, e_ref) <= 1e-5 and rel_err(f, f_ref) <= 1e-5
+    # ... and as a monolithic reduced model initialised from the hydra checkpoint (heads included)
+    e, f = energy_forces(Reduced(pretrained_checkpoint=str(tmp_path / "hydra.pt")).eval(), batch)
+    assert rel_err(e, e_ref) <= 1e-5 and rel_err(f, f_ref) <= 1e-5
+
+
+@pytest.mark.parametrize("kept", [[0, 1, 2], [0, 2]])
+def test_reduced_equals_hand_built_stock_model(stock_checkpoint, kept):
+    path, stock = stock_checkpoint
+    target = EquiformerV2(**{**TINY_EQV2, "num_layers": len(kept)}).eval()
+    hand_copy(stock, target, kept)
+    kwargs = {"num_blocks_kept": len(kept)} if kept == [0, 1, 2] else {"kept_blocks": kept}
+    reduced = Reduced(pretrained_checkpoint=str(path), **kwargs).eval()
+    assert len(reduced.blocks) == reduced.num_layers == len(kept) and reduced.source_blocks == kept
+    assert reduced.resolved_config["num_layers"] == len(kept) and "pretrained_checkpoint" not in reduced.resolved_config
+    batch = to_batch([molecule_atoms(), slab_atoms()])
+    e_ref, f_ref = energy_forces(target, batch)
+    e, f = energy_forces(reduced, batch)
+    assert torch.equal(e, e_ref) and torch.equal(f, f_ref)
+    # and it differs from the full model: blocks really were removed
+    e_full, _ = energy_forces(stock, batch)
+    assert (e - e_full).abs().min() > 1e-4
+
+
+def test_reduced_backbone_loads_the_kept_blocks_of_a_monolithic_checkpoint(stock_checkpoint):
+    path, stock = stock_checkpoint
+    backbone = registry.get_model_class("equiformer_v2_reduced_backbone")(
+        pretrained_checkpoint=str(path), kept_blocks=[1, 3], activation_checkpoint=False
+    )
+    weights = backbone.state_dict()
+    dropped = ("energy_block.", "force_block.", "blocks.2.", "blocks.3.")
+    assert set(weights) == {k for k in stock.state_dict() if not k.startswith(dropped)}
+    for j, k in enumerate([1, 3]):
+        for name, value in stock.blocks[k].state_dict().items():
+            assert torch.equal(weights[f"blocks.{j}.{name}"], value)
+    assert torch.equal(weights["norm.affine_weight"], stock.state_dict()["norm.affine_weight"])
+
+
+def test_ema_weights_are_used_when_the_checkpoint_has_them(tmp_path):
+    config = monolithic_config()
+    stock = build_stock(config)
+    torch.manual_seed(7)
+    ema = [p.detach() + 0.05 * torch.randn_like(p) for p in stock.parameters() if p.requires_grad]
+    write_checkpoint(tmp_path / "ema.pt", stock, config, ema_params=ema)
+    batch = to_batch([slab_atoms()])
+    e_raw, _ = energy_forces(stock, batch)
+    with torch.no_grad():
+        for p, e in zip([p for p in stock.parameters() if p.requires_grad], ema):
+            p.copy_(e)
+    e_ref, f_ref = energy_forces(stock, batch)
+    e, f = energy_forces(Reduced(pretrained_checkpoint=str(tmp_path / "ema.pt")).eval(), batch)
+    assert torch.equal(e, e_ref) and torch.equal(f, f_ref)
+    assert (e - e_raw).abs().max() > 1e-4  # the EMA weights made a difference
+
+
+def random_rotation(seed):
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+@pytest.mark.parametrize("make", [molecule_atoms, slab_atoms])
+def test_energy_invariant_and_forces_equivariant(stock_checkpoint, make):
+    """EquiformerV2 is equivariant only up to its S2-grid sampling (and float32). Measured here:
+    |dE| <= 2e-7 (|E| ~ 0.01-0.03), force error <= 3.4e-5 x max|F|. One block left with the edge frames
+    (Wigner matrices) of the unrotated structure gives |dE| ~ 2e-3-8e-3 and force errors of 0.3-0.9 x
+    max|F|; unrotated forces are off by ~1.7 x max|F|."""
+    path, _ = stock_checkpoint
+    model = Reduced(pretrained_checkpoint=str(path), kept_blocks=[0, 2]).eval()
+    atoms = make()
+    rot = random_rotation(5)
+    moved = atoms.copy()
+    moved.positions = atoms.positions @ rot.T + np.array([0.7, -1.3, 0.4])
+    moved.cell = atoms.cell[:] @ rot.T
+    e0, f0 = energy_forces(model, to_batch([atoms]))
+    e1, f1 = energy_forces(model, to_batch([moved]))
+    scale = f0.abs().max().item()
+    assert scale > 1e-2
+    assert abs(e1 - e0).item() <= 5e-6 * max(1.0, abs(e0).item())
+    rotated = f0 @ torch.tensor(rot.T, dtype=f0.dtype)
+    assert (f1 - rotated).abs().max().item() <= 1e-3 * scale
+    assert (f1 - f0).abs().max().item() >= 0.1 * scale  # the check has teeth: the rotation matters
+
+
+def test_block_outputs_are_exposed(stock_checkpoint, tmp_path):
+    path, stock = stock_checkpoint
+    reduced = Reduced(pretrained_checkpoint=str(path), num_blocks_kept=3).eval()
+    batch = to_batch([molecule_atoms(), slab_atoms()])
+    n_atoms = batch.natoms.sum().item()
+    with capture_block_outputs(stock) as full:
+        energy_forces(stock, batch)
+    with capture_block_outputs(reduced) as outputs:
+        torch.manual_seed(1)
+        out = reduced(batch)
+    assert [o.shape for o in outputs] == [(n_atoms, 9, 8)] * 3 and len(full) == 4
+    # the first three blocks of the full model compute exactly what the 3-block model computes
+    assert all(torch.equal(a, b) for a, b in zip(outputs, full[:3]))
+    assert not torch.allclose(full[3], full[2])
+    # the recorded tensors are in the graph, the last one feeds the heads (through the final norm)
+    (grad,) = torch.autograd.grad(out["energy"].sum(), outputs[-1], retain_graph=True)
+    assert grad.abs().sum() > 0
+    # hooks are gone after the context
+    reduced(to_batch([molecule_atoms()]))
+    assert outputs[0].shape[0] == n_atoms
+    # hydra models: the backbone's blocks
+    hydra = registry.get_model_class("hydra")(
+        backbone={"model": "equiformer_v2_reduced_backbone", "pretrained_checkpoint": str(path), "kept_blocks": [0, 2]},
+        heads=copy.deepcopy(HEADS),
+    ).eval()
+    with capture_block_outputs(hydra) as hydra_outputs:
+        energy_forces(hydra, batch)
+    assert len(hydra_outputs) == 2 and torch.equal(hydra_outputs[0], full[0])
+    with pytest.raises(ValueError, match="not an EquiformerV2 model"):
+        with capture_block_outputs(torch.nn.Linear(2, 2)):
+            pass
+
+
+def test_config_contradicting_the_checkpoint_is_an_error(stock_checkpoint):
+    path, _ = stock_checkpoint
+    with pytest.raises(PruneError, match=r"sphere_channels=16 but pretrained_checkpoint .* sphere_channels=8"):
+        Reduced(pretrained_checkpoint=str(path), sphere_channels=16)
+    with pytest.raises(PruneError, match=r"lmax_list=\[6\] but .* lmax_list=\[2\]"):
+        Reduced(pretrained_checkpoint=str(path), lmax_list=[6])
+    with pytest.raises(PruneError, match="num_layers=8 but pretrained_checkpoint .* has 4 transformer blocks"):
+        Reduced(pretrained_checkpoint=str(path), num_layers=8)
+    # repeating the checkpoint's value, or changing what the weights do not fix, is fine
+    model = Reduced(pretrained_checkpoint=str(path), sphere_channels=8, max_neighbors=10, regress_forces=False,
+                    num_blocks_kept=2)
+    assert model.max_neighbors == 10 and not model.regress_forces and model.num_layers == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_blocks_kept": 5}, "cannot keep 5 blocks: the source model has 4"),
+        ({"kept_blocks": [2, 0]}, "not in increasing order"),
+        ({"kept_blocks": [0, 4]}, r"block\(s\) \[4\] do not exist"),
+        ({"num_blocks_kept": 2, "kept_blocks": [0, 1]}, "either num_blocks_kept or kept_blocks"),
+    ],
+)
+def test_bad_block_choices_are_errors(stock_checkpoint, kwargs, message):
+    path, _ = stock_checkpoint
+    with pytest.raises(PruneError, match=message):
+        Reduced(pretrained_checkpoint=str(path), **kwargs)
+
+
+def test_bad_sources_are_errors(tmp_path):
+    from conftest import build_stock as build_gemnet, tiny_config
+
+    with pytest.raises(PruneError, match="no such file"):
+        Reduced(pretrained_checkpoint=str(tmp_path / "nope.pt"))
+    with pytest.raises(PruneError, match="needs num_layers"):
+        Reduced(**{k: v for k, v in TINY_EQV2.items() if k != "num_layers"})
+    gemnet = {"name": "gemnet_oc", **tiny_config()}
+    write_checkpoint(tmp_path / "gemnet.pt", build_gemnet(gemnet), gemnet)
+    with pytest.raises(PruneError, match="holds a 'gemnet_oc' model; expected an EquiformerV2 checkpoint"):
+        Reduced(pretrained_checkpoint=str(tmp_path / "gemnet.pt"))
+
+
+def test_from_scratch_model_is_a_stock_model_with_fewer_layers():
+    torch.manual_seed(0)
+    model = Reduced(num_blocks_kept=2, **TINY_EQV2)
+    assert len(model.blocks) == 2 and model.source_blocks == [0, 1] and model.resolved_config["num_layers"] == 2
+    stock = EquiformerV2(**{**TINY_EQV2, "num_layers": 2})
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in stock.parameters())
+
+
+def test_stock_registry_resolves_the_names_in_a_fresh_interpreter():
+    code = (
+        "from fairchem.core.common.registry import registry\n"
+        "print(registry.get_model_class('equiformer_v2_reduced').__qualname__,"
+        " registry.get_model_class('equiformer_v2_reduced_backbone').__qualname__)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+    assert result.stdout.strip() == "EquiformerV2Reduced EquiformerV2ReducedBackbone"

@@ -1,0 +1,206 @@
+"""The distill trainer through the stock fairchem command: losses, budget, DDP, resume, errors."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import TINY_GEMNET
+
+from fairchem_prune.errors import PruneError
+from fairchem_prune.evaluation import evaluate_checkpoint
+from fairchem_prune.slicing import slice_checkpoint
+
+REPO = Path(__file__).parents[2]
+FAIRCHEM = Path(sys.executable).parent / "fairchem"
+TEACHER_MODEL = {**TINY_GEMNET, "name": "gemnet_oc", "num_blocks": 4}
+
+
+def fairchem(*args, cwd):
+    result = subprocess.run([str(FAIRCHEM), *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def logged(log: str, key: str) -> list[float]:
+    """Values of ``key`` in fairchem's per-step training log lines."""
+    return [float(v) for v in re.findall(rf"ocp_trainer\.py:\d+: \(INFO\): .*?\b{key}: ([0-9.e+-]+)", log)]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, emt_lmdb):
+    """A tiny 4-block GemNet-OC trained for 20 epochs on the EMT slabs with the stock trainer."""
+    root = tmp_path_factory.mktemp("teacher")
+    config = root / "teacher.yml"
+    config.write_text(yaml.safe_dump({"includes": [str(REPO / "configs/s2ef/demo_base.yml")], "model": TEACHER_MODEL}))
+    fairchem("--mode", "train", "--config-yml", config, "--cpu", "--run-dir", root, "--timestamp-id", "t",
+             f"--dataset.train.src={emt_lmdb['train']}", f"--dataset.val.src={emt_lmdb['val']}",
+             "--optim.max_epochs=20", "--optim.T_max=60", "--optim.lr_initial=0.003", "--optim.eval_every=60", cwd=root)
+    return root / "checkpoints" / "t" / "best_checkpoint.pt"
+
+
+def distill_args(teacher, emt_lmdb, run_dir, run_id, *extra):
+    return ["--mode", "train", "--config-yml", REPO / "configs/s2ef/distill_2b.yml", "--cpu", "--run-dir", run_dir,
+            "--timestamp-id", run_id, "--print-every", "1", f"--task.distill.teacher_checkpoint={teacher}",
+            f"--dataset.train.src={emt_lmdb['train']}", f"--dataset.val.src={emt_lmdb['val']}", *extra]
+
+
+def test_student_keeping_every_block_has_zero_distillation_terms(teacher, emt_lmdb, tmp_path):
+    log = fairchem(*distill_args(teacher, emt_lmdb, tmp_path, "all", "--model.num_blocks_kept=4",
+                                 "--task.distill.energy_weight=1", "--task.distill.max_samples=8"), cwd=tmp_path)
+    # step 1, before any update: student == teacher up to float32 summation order (terms are ~1e-2
+    # as soon as a block is removed, see the next test)
+    for term in ("distill_forces", "distill_energy", "distill_n2n", "distill_e2e", "distill_loss", "teacher_forces_mae"):
+        assert logged(log, term)[0] < 1e-7, term
+
+
+def test_distillation_recovers_accuracy_lost_by_slicing(teacher, emt_lmdb, tmp_path):
+    teacher_bytes = teacher.read_bytes()
+    sliced = tmp_path / "sliced_2b.pt"
+    slice_checkpoint(teacher, sliced, num_blocks_kept=2)
+    log = fairchem(*distill_args(teacher, emt_lmdb, tmp_path, "kd", "--task.distill.max_samples=240",
+                                 "--optim.lr_initial=0.001", "--optim.T_max=30", "--optim.eval_every=30"), cwd=tmp_path)
+    assert len(logged(log, "distill_loss")) == 30  # 240 structures / batch 8, one epoch
+    losses = logged(log, "distill_loss")
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+    distilled = tmp_path / "checkpoints" / "kd" / "checkpoint.pt"
+    before = evaluate_checkpoint(sliced, emt_lmdb["val"])["forces_mae"]
+    after = evaluate_checkpoint(distilled, emt_lmdb["val"])["forces_mae"]
+    full = evaluate_checkpoint(teacher, emt_lmdb["val"])["forces_mae"]
+    print(f"force MAE (eV/A): teacher {full:.4f}, sliced 2b {before:.4f}, distilled 2b {after:.4f}")
+    assert after < before
+    assert teacher.read_bytes() == teacher_bytes
+    # the checkpoint is an ordinary gemnet_oc_reduced one: no teacher, no distill section
+    checkpoint = torch.load(distilled, weights_only=False)
+    assert checkpoint["config"]["model"]["name"] == "gemnet_oc_reduced"
+    assert "pretrained_checkpoint" not in checkpoint["config"]["model"] and "distill" not in checkpoint["config"]["task"]
+    assert not any(k.startswith("teacher") for k in checkpoint["state_dict"])
+
+
+def build_trainer(tmp_path, teacher, emt_lmdb, *overrides):
+    """Construct the trainer in this process as fairchem's runner does (no training)."""
+    from fairchem.core.common import distutils
+    from fairchem.core.common.flags import flags
+    from fairchem.core.common.utils import build_config, new_trainer_context
+
+    args, rest = flags.get_parser().parse_known_args([str(a) for a in distill_args(teacher, emt_lmdb, tmp_path, "x", *overrides)])
+    config = build_config(args, rest)
+    distutils.setup_env_local()
+    try:
+        with new_trainer_context(config=config) as ctx:
+            return ctx.trainer
+    finally:  # fairchem's context skips its clean-up when the trainer cannot be built
+        if torch.distributed.is_initialized():
+            distutils.cleanup()
+
+
+def test_teacher_is_frozen_and_outside_the_optimizer(teacher, emt_lmdb, tmp_path):
+    trainer = build_trainer(tmp_path, teacher, emt_lmdb)
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert not any(id(p) in optimised or p.requires_grad for p in trainer.teacher.parameters())
+    assert not trainer.teacher.training
+    assert trainer.normalizers["forces"].rmsd == torch.load(teacher, weights_only=False)["normalizers"]["forces"]["rmsd"]
+
+
+def write_painn_checkpoint(path):
+    torch.save({"config": {"model": {"name": "painn"}}, "state_dict": {}}, path)
+
+
+@pytest.mark.parametrize(
+    "case, overrides, message",
+    [
+        ("missing teacher", ["--task.distill.teacher_checkpoint={tmp}/none.pt"], "none.pt: no such file"),
+        ("other architecture", ["--task.distill.teacher_checkpoint={tmp}/painn.pt"], "holds a 'painn' model"),
+        ("more blocks", ["--model.num_blocks_kept=5"], "cannot keep 5 blocks: the source model has 4"),
+        ("zero weights", ["--task.distill.force_weight=0", "--task.distill.n2n_weight=0", "--task.distill.e2e_weight=0"],
+         "all loss weights"),
+        ("typo", ["--task.distill.froce_weight=1"], "unknown keys ['froce_weight']"),
+    ],
+)
+def test_bad_configuration_fails_before_training(teacher, emt_lmdb, tmp_path, case, overrides, message):
+    write_painn_checkpoint(tmp_path / "painn.pt")
+    with pytest.raises(PruneError) as error:
+        build_trainer(tmp_path, teacher, emt_lmdb, *[o.format(tmp=tmp_path) for o in overrides])
+    assert message in str(error.value), case
+    assert not (tmp_path / "checkpoints" / "x" / "checkpoint.pt").exists()
+
+
+def tensorboard_scalars(run_dir: Path, run_id: str, tag: str) -> list[float]:
+    """Full-precision per-step values that fairchem's tensorboard logger wrote for ``tag``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "logs" / "tensorboard" / run_id))
+    events.Reload()
+    return [e.value for e in events.Scalars(f"train/{tag}")]
+
+
+def test_two_cpu_ranks_match_one_rank_with_the_doubled_batch(teacher, emt_lmdb, tmp_path):
+    budget = ["--task.distill.max_samples=48", "--optim.eval_every=100"]
+    fairchem(*distill_args(teacher, emt_lmdb, tmp_path, "ddp2", *budget, "--num-gpus", "2", "--optim.batch_size=4"), cwd=tmp_path)
+    fairchem(*distill_args(teacher, emt_lmdb, tmp_path, "ddp1", *budget, "--optim.batch_size=8"), cwd=tmp_path)
+    for tag in ("distill_loss", "distill_forces", "distill_n2n", "distill_e2e"):
+        two, one = tensorboard_scalars(tmp_path, "ddp2", tag), tensorboard_scalars(tmp_path, "ddp1", tag)
+        assert len(one) == 6 and len(set(np.round(one, 6))) == 6  # six distinct steps
+        np.testing.assert_allclose(two, one, rtol=1e-4, err_msg=tag)
+
+
+def test_resumed_run_repeats_the_uninterrupted_losses(teacher, emt_lmdb, tmp_path):
+    """Epoch-balanced sampling, no sample budget: 2 epochs at once vs a run stopped after 1 epoch,
+    whose last checkpoint is mid-epoch (step 2 of 3), resumed with --checkpoint."""
+    common = ["--task.distill.max_samples=None", "--optim.eval_every=100", "--optim.checkpoint_every=2"]
+    fairchem(*distill_args(teacher, emt_lmdb, tmp_path, "whole", *common, "--optim.max_epochs=2"), cwd=tmp_path)
+    fairchem(*distill_args(teacher, emt_lmdb, tmp_path, "part", *common, "--optim.max_epochs=1"), cwd=tmp_path)
+    checkpoint = tmp_path / "checkpoints" / "part" / "checkpoint.pt"
+    assert torch.load(checkpoint, weights_only=False)["step"] == 2
+    fairchem(*distill_args(teacher, emt_lmdb, tmp_path, "resumed", *common, "--optim.max_epochs=2",
+                           "--checkpoint", checkpoint), cwd=tmp_path)
+    whole = tensorboard_scalars(tmp_path, "whole", "distill_loss")
+    resumed = tensorboard_scalars(tmp_path, "resumed", "distill_loss")
+    assert len(whole) == 6 and len(resumed) == 4  # 24 structures / batch 8 = 3 steps per epoch; steps 3-6
+    np.testing.assert_allclose(resumed, whole[2:], rtol=1e-4)
+
+
+def test_preempted_submitit_job_checkpoints_requeues_and_finishes(teacher, emt_lmdb, tmp_path):
+    """fairchem's Runner (what --submit sends to SLURM) under submitit's local executor: a
+    preemption signal mid-run makes it save checkpoint.pt and requeue; the requeued job resumes
+    from that step and completes the budget."""
+    import signal
+    import time
+
+    import submitit
+    from fairchem.core._cli import Runner
+    from fairchem.core.common.flags import flags
+    from fairchem.core.common.utils import build_config
+
+    args, rest = flags.get_parser().parse_known_args([str(a) for a in distill_args(
+        teacher, emt_lmdb, tmp_path, "sub", "--task.distill.max_samples=None", "--optim.max_epochs=30",
+        "--optim.eval_every=1000")])
+    config = build_config(args, rest)
+    executor = submitit.LocalExecutor(folder=tmp_path / "submitit")
+    executor.update_parameters(timeout_min=15)
+    job = executor.submit(Runner(), config)
+    checkpoint = tmp_path / "checkpoints" / "sub" / "checkpoint.pt"
+    deadline = time.time() + 900  # generous: a loaded CI machine is slow
+    while "step: 3.00e+00" not in (job.stdout() or ""):  # let it train a few steps
+        assert time.time() < deadline and not job.done(), job.stderr()
+        time.sleep(0.2)
+    # preemption as SLURM signals it: USR2 to the task (submitit's local controller does not forward it)
+    import psutil
+
+    for task in psutil.Process(job._process.pid).children(recursive=True):
+        task.send_signal(signal.SIGUSR2)
+    while not job.paths.result_pickle.exists():  # the job is requeued in place, then finishes
+        assert time.time() < deadline, job.stderr()
+        time.sleep(0.5)
+    job.result()  # raises if the requeued job failed
+    log = job.stdout() + job.stderr()
+    assert "Checkpointing callback is triggered" in log and "Requeued job" in log
+    preempted_at = torch.load(checkpoint, weights_only=False)["step"]  # written by the preemption
+    assert 3 <= preempted_at < 90
+    steps = [float(v) for v in re.findall(r"ocp_trainer\.py:\d+: \(INFO\): .*?step: ([0-9.e+-]+)", log)]
+    assert steps[-1] == 90  # 30 epochs x 3 steps, completed after the requeue ...
+    assert steps.count(1.0) == 1 and preempted_at + 1 in steps  # ... resumed after the saved step, not restarted
