@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import torch
@@ -64,8 +65,9 @@ def _register_fairchem_models() -> None:
 
 
 @dataclass
-class GemNetSource:
-    """A GemNet-OC model rebuilt from a checkpoint, with its (EMA) weights loaded."""
+class ModelSource:
+    """A model rebuilt from a checkpoint, with its (EMA) weights loaded. Subclasses name the attribute
+    that holds the blocks (``BLOCKS``) and the layers each hydra head module owns (``HEAD_LAYERS``)."""
 
     path: Path
     checkpoint: dict
@@ -73,27 +75,30 @@ class GemNetSource:
     model: nn.Module
     used_ema: bool
 
+    BLOCKS: ClassVar[str] = ""
+    HEAD_LAYERS: ClassVar[dict[str, tuple[str, ...]]] = {}
+
     @property
     def is_hydra(self) -> bool:
         return self.model_config["name"] == "hydra"
 
     @property
-    def gemnet(self) -> nn.Module:
-        """The GemNet-OC module: the model itself, or the hydra backbone."""
+    def core(self) -> nn.Module:
+        """The module holding the blocks: the model itself, or the hydra backbone."""
         return self.model.backbone if self.is_hydra else self.model
 
     @property
     def num_blocks(self) -> int:
-        return len(self.gemnet.int_blocks)
+        return len(getattr(self.core, self.BLOCKS))
 
     @property
     def source_blocks(self) -> list[int]:
         """Indices of these blocks in the original, unreduced model."""
-        return list(getattr(self.gemnet, "source_blocks", range(self.num_blocks)))
+        return list(getattr(self.core, "source_blocks", range(self.num_blocks)))
 
-    def gemnet_config(self) -> dict:
-        """Self-contained GemNet-OC kwargs of the source (no name, no checkpoint references)."""
-        resolved = getattr(self.gemnet, "resolved_config", None)
+    def core_config(self) -> dict:
+        """Self-contained kwargs of the core module (no name, no checkpoint references)."""
+        resolved = getattr(self.core, "resolved_config", None)
         if resolved is not None:
             return copy.deepcopy(resolved)
         config = copy.deepcopy(self.model_config["backbone"] if self.is_hydra else self.model_config)
@@ -106,18 +111,39 @@ class GemNetSource:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def monolithic_state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights in the key space of a monolithic GemNet-OC: a hydra backbone's keys without the
-        ``backbone.`` prefix, and the GemNet-OC heads' FinalMLP and output layers moved to
-        ``out_mlp_E`` / ``out_energy`` / ``out_mlp_F`` / ``out_forces``."""
+        """Weights in the key space of the monolithic model: a hydra backbone's keys without the
+        ``backbone.`` prefix, and the layers of its heads (``HEAD_LAYERS``) under their own names."""
         if not self.is_hydra:
             return self.state_dict()
         weights = {k: v.detach().clone() for k, v in self.model.backbone.state_dict().items()}
         for head_name, head_config in self.model_config.get("heads", {}).items():
-            for layer in HEAD_LAYERS.get(head_config.get("module"), ()):
+            for layer in self.HEAD_LAYERS.get(head_config.get("module"), ()):
                 module = getattr(self.model.output_heads[head_name], layer, None)
                 if module is not None:
                     weights.update({f"{layer}.{k}": v.detach().clone() for k, v in module.state_dict().items()})
         return weights
+
+
+class GemNetSource(ModelSource):
+    """A GemNet-OC source; its FinalMLP and output layers live in the hydra heads."""
+
+    BLOCKS = "int_blocks"
+    HEAD_LAYERS = HEAD_LAYERS
+
+
+def reject_contradictions(keys, defaults: dict, source: dict, requested: dict, checkpoint: str) -> None:
+    """Raise PruneError if ``requested`` (a model config) sets one of ``keys`` (shape hyperparameters)
+    to another value than the checkpoint's ``source`` config (or the class ``defaults``)."""
+    for key in keys:
+        if key in requested:
+            have = source.get(key)
+            if have is None:
+                have = defaults.get(key)
+            if requested[key] != have:
+                raise PruneError(
+                    f"model config sets {key}={requested[key]!r} but pretrained_checkpoint {checkpoint} "
+                    f"was trained with {key}={have!r}; remove {key} from the config (it is read from the checkpoint)"
+                )
 
 
 def _build(model_config: dict, path: Path) -> nn.Module:

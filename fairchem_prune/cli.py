@@ -22,6 +22,7 @@ COMMANDS = {
     "make-demo-data": "make_demo_data",
     "relevance": "relevance",
     "ablate": "ablate",
+    "benchmark": "benchmark",
 }
 
 

@@ -16,23 +16,22 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from fairchem_prune.checkpoints import _apply_ema, checkpoint_model_config, read_checkpoint
+from fairchem_prune.checkpoints import ModelSource, _apply_ema, checkpoint_model_config, read_checkpoint
 from fairchem_prune.errors import PruneError
 
 MONOLITHIC_MODELS = ("equiformer_v2", "equiformer_v2_reduced")
 BACKBONE_MODELS = ("equiformer_v2_backbone", "equiformer_v2_reduced_backbone")
-#: hydra head module -> the layer it owns, named as in the monolithic model
+#: hydra head module -> the layers it owns, named as in the monolithic model
 HEAD_LAYERS = {
-    "equiformer_v2_energy_head": "energy_block",
-    "equiformerV2_scalar_head": "energy_block",
-    "equiformer_v2_force_head": "force_block",
-    "equiformerV2_vector_head": "force_block",
+    "equiformer_v2_energy_head": ("energy_block",),
+    "equiformerV2_scalar_head": ("energy_block",),
+    "equiformer_v2_force_head": ("force_block",),
+    "equiformerV2_vector_head": ("force_block",),
 }
 
 _BLOCK = re.compile(r"^((?:module\.)*(?:backbone\.)?)blocks\.(\d+)\.")
@@ -59,60 +58,11 @@ def slice_blocks(state_dict: Mapping[str, torch.Tensor], kept: Sequence[int]) ->
     return sliced
 
 
-@dataclass
-class EquiformerV2Source:
-    """An EquiformerV2 model rebuilt from a checkpoint, with its (EMA) weights loaded."""
+class EquiformerV2Source(ModelSource):
+    """An EquiformerV2 source; its energy and force blocks live in the hydra heads."""
 
-    path: Path
-    checkpoint: dict
-    model_config: dict
-    model: nn.Module
-    used_ema: bool
-
-    @property
-    def is_hydra(self) -> bool:
-        return self.model_config["name"] == "hydra"
-
-    @property
-    def backbone(self) -> nn.Module:
-        """The module holding the transformer blocks: the model itself, or the hydra backbone."""
-        return self.model.backbone if self.is_hydra else self.model
-
-    @property
-    def num_blocks(self) -> int:
-        return len(self.backbone.blocks)
-
-    @property
-    def source_blocks(self) -> list[int]:
-        """Indices of these blocks in the original, unreduced model."""
-        return list(getattr(self.backbone, "source_blocks", range(self.num_blocks)))
-
-    def backbone_config(self) -> dict:
-        """Self-contained EquiformerV2 kwargs of the source (no name, no checkpoint references)."""
-        resolved = getattr(self.backbone, "resolved_config", None)
-        if resolved is not None:
-            return copy.deepcopy(resolved)
-        config = copy.deepcopy(self.model_config["backbone"] if self.is_hydra else self.model_config)
-        for key in ("name", "model"):
-            config.pop(key, None)
-        return config
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights in the checkpoint's own key space (no DDP ``module.`` prefix)."""
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-
-    def monolithic_state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights in the key space of a monolithic ``equiformer_v2``: a hydra backbone's keys without
-        ``backbone.``, and its EquiformerV2 heads' layers as ``energy_block`` / ``force_block``."""
-        if not self.is_hydra:
-            return self.state_dict()
-        weights = {k: v.detach().clone() for k, v in self.model.backbone.state_dict().items()}
-        for head_name, head_config in self.model_config.get("heads", {}).items():
-            layer = HEAD_LAYERS.get(head_config.get("module"))
-            if layer is not None:
-                module = getattr(self.model.output_heads[head_name], layer)
-                weights.update({f"{layer}.{k}": v.detach().clone() for k, v in module.state_dict().items()})
-        return weights
+    BLOCKS = "blocks"
+    HEAD_LAYERS = HEAD_LAYERS
 
 
 def _build(model_config: dict, path: Path) -> nn.Module:
@@ -166,7 +116,7 @@ def build_reduced_equiformer_v2(source: EquiformerV2Source, kept: Sequence[int])
     ``equiformer_v2_reduced_backbone`` and the same heads."""
     from fairchem.core.common.registry import registry
 
-    backbone = source.backbone_config()
+    backbone = source.core_config()
     backbone.update(num_layers=source.num_blocks, kept_blocks=list(kept), source_blocks=source.source_blocks)
     backbone.pop("num_blocks_kept", None)
     if source.is_hydra:

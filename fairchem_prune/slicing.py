@@ -134,7 +134,7 @@ def build_reduced_model(source, kept: Sequence[int], mlp_init: str = "sliced") -
     A hydra source gives a hydra model with a ``gemnet_oc_reduced_backbone`` and the same heads."""
     from fairchem.core.common.registry import registry
 
-    gemnet = source.gemnet_config()
+    gemnet = source.core_config()
     gemnet.update(num_blocks=source.num_blocks, kept_blocks=list(kept), source_blocks=source.source_blocks)
     gemnet.pop("num_blocks_kept", None)
     if source.is_hydra:

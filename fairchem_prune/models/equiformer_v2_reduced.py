@@ -26,6 +26,7 @@ from torch import nn
 
 from fairchem_prune.blocks import resolve_kept_blocks
 from fairchem_prune.eqv2_slicing import load_equiformer_v2_source, slice_blocks
+from fairchem_prune.checkpoints import reject_contradictions
 from fairchem_prune.errors import PruneError
 
 #: hyperparameters that fix the shapes of the weights or what they compute: a config may not
@@ -43,19 +44,6 @@ _DEFAULTS = {
     if p.default is not inspect.Parameter.empty
 }
 _DEFAULTS.update(lmax_list=[6], mmax_list=[2])  # EquiformerV2 replaces these None defaults in its body
-
-
-def _check_no_contradiction(source: dict, requested: dict, checkpoint: str) -> None:
-    for key in ARCHITECTURE_KEYS:
-        if key in requested:
-            have = source.get(key)
-            if have is None:
-                have = _DEFAULTS.get(key)
-            if requested[key] != have:
-                raise PruneError(
-                    f"model config sets {key}={requested[key]!r} but pretrained_checkpoint {checkpoint} "
-                    f"was trained with {key}={have!r}; remove {key} from the config (it is read from the checkpoint)"
-                )
 
 
 class _BlockReduction:
@@ -82,8 +70,8 @@ class _BlockReduction:
                     f"has {source.num_blocks} transformer blocks; remove num_layers and choose the blocks with "
                     "num_blocks_kept or kept_blocks"
                 )
-            source_config = source.backbone_config()
-            _check_no_contradiction(source_config, kwargs, pretrained_checkpoint)
+            source_config = source.core_config()
+            reject_contradictions(ARCHITECTURE_KEYS, _DEFAULTS, source_config, kwargs, pretrained_checkpoint)
             accepted = inspect.signature(self._stock.__init__).parameters
             # a hydra backbone's config may hold arguments the monolithic class lacks, and vice versa
             source_config = {k: v for k, v in source_config.items() if k in accepted and k != "num_layers"}

@@ -17,6 +17,7 @@ from fairchem.core.common.registry import registry
 from fairchem.core.models.gemnet_oc.gemnet_oc import GemNetOC, GemNetOCBackbone
 
 from fairchem_prune.blocks import resolve_kept_blocks
+from fairchem_prune.checkpoints import reject_contradictions
 from fairchem_prune.errors import PruneError
 from fairchem_prune.slicing import MLP_INIT_CHOICES, is_first_mlp_weight, slice_state_dict
 
@@ -43,19 +44,6 @@ _GEMNET_DEFAULTS.update(
     cbf={"name": "spherical_harmonics"},
     sbf={"name": "spherical_harmonics"},
 )
-
-
-def _check_no_contradiction(source: dict, requested: dict, checkpoint: str) -> None:
-    for key in ARCHITECTURE_KEYS:
-        if key in requested:
-            have = source.get(key)
-            if have is None:
-                have = _GEMNET_DEFAULTS.get(key)
-            if requested[key] != have:
-                raise PruneError(
-                    f"model config sets {key}={requested[key]!r} but pretrained_checkpoint {checkpoint} "
-                    f"was trained with {key}={have!r}; remove {key} from the config (it is read from the checkpoint)"
-                )
 
 
 @registry.register_model("gemnet_oc_reduced")
@@ -103,7 +91,7 @@ class GemNetOCReduced(GemNetOC):
             from fairchem_prune.checkpoints import load_gemnet_source
 
             source = load_gemnet_source(pretrained_checkpoint)
-            source_config = source.gemnet_config()
+            source_config = source.core_config()
             requested = dict(kwargs, **({"num_blocks": num_blocks} if num_blocks is not None else {}))
             if requested.get("num_blocks", source.num_blocks) != source.num_blocks:
                 raise PruneError(
@@ -111,7 +99,7 @@ class GemNetOCReduced(GemNetOC):
                     f"{pretrained_checkpoint} has {source.num_blocks} interaction blocks; remove num_blocks "
                     "and choose the blocks with num_blocks_kept or kept_blocks"
                 )
-            _check_no_contradiction(source_config, kwargs, pretrained_checkpoint)
+            reject_contradictions(ARCHITECTURE_KEYS, _GEMNET_DEFAULTS, source_config, kwargs, pretrained_checkpoint)
             source_blocks = source.source_blocks
             num_blocks = source.num_blocks
             source_config.pop("num_blocks", None)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import to_batch, molecule_atoms, slab_atoms
+from conftest import to_batch, slab_atoms
 
 from fairchem_prune.cli import tool_main
 

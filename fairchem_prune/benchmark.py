@@ -1,0 +1,550 @@
+"""Efficiency benchmark of block reduction (the paper's Table 2 analogue): for each number of kept
+interaction blocks k, ``gemnet_oc_reduced`` keeping k blocks and stock fairchem ``gemnet_oc`` built
+with k blocks, measured side by side in one process.
+
+What is measured, per model:
+
+* **parameters** (``fairchem_prune.params.count_parameters``);
+* **GFLOPs per sample**, counted by ``torch.utils.flop_counter.FlopCounterMode`` over one inference
+  pass of the benchmark batches, divided by the number of structures. It counts the dense linear
+  algebra aten ops (``mm``, ``addmm``, ``bmm``, ``baddbmm``, convolutions, attention; einsum and
+  ``@`` reach it as ``mm``/``bmm``) at 2 FLOPs per multiply-add, biases not included. Scatter/gather,
+  indexing, elementwise ops (activations, scale factors, basis functions) and the on-the-fly graph
+  construction's non-matmul work are *not* counted, so "FLOP bound" below is the speed-up that the
+  dense layers alone would allow;
+* **inference throughput** (samples/s): ``warmup`` untimed rounds, then ``repeats`` timed rounds; in
+  each round every model (reduced and stock, every k) runs one pass over all batches, round-robin
+  with a rotating start, so drift of the machine hits all models alike; the median pass time is
+  reported. ``torch.no_grad`` unless forces are energy gradients (then the pass includes the
+  backward pass to the positions). On CUDA every pass ends with ``torch.cuda.synchronize()``;
+* **peak memory** of one inference pass: model bytes (parameters and buffers) + the peak of tensor
+  memory allocated during the pass above what was allocated before it. CUDA: from
+  ``torch.cuda.max_memory_allocated``; CPU: from the allocation events of torch's profiler
+  (``profile_memory=True``), i.e. live torch tensors only (not the Python heap, not allocator caching);
+* **fine-tuning step time** of the reduced models: forward + backward of a dummy squared loss
+  (energy, plus forces if the model predicts them) + ``AdamW.step()``, on the first batch, in train
+  mode; warm-up steps, then the median of repeated steps, round-robin over k as above.
+
+Weights are random (speed does not depend on their values); the stock k-block model gets the reduced
+model's weights, and their outputs are checked to agree. With ``init="fast"`` the QR decomposition of
+GemNet-OC's orthogonal initialisation is replaced by Gaussian noise of the same scale (building a
+160M-parameter JMP-L with fairchem's init takes minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from unittest import mock
+
+import torch
+from tqdm import tqdm
+
+from fairchem_prune.errors import PruneError
+
+#: default ``--config``: JMP-L's architecture, resolved against the working directory, then the repository
+DEFAULT_CONFIG = "configs/models/jmp_l.yml"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: ``forces``: regress_forces, direct_forces
+FORCE_MODES = {
+    "none": (False, False),      # energy only (JMP's QM9/QMOF fine-tuning; 160.61M parameters for JMP-L)
+    "gradient": (True, False),   # forces = -dE/dx (JMP's MD fine-tuning; same parameters as "none")
+    "direct": (True, True),      # the direct-force branch (JMP-L pre-training head; 216.42M parameters)
+    "config": (None, None),      # as the config says
+}
+DTYPES = ("float32", "bfloat16")
+#: keys of a ``gemnet_oc_reduced`` config that do not describe the architecture
+_REDUCTION_KEYS = ("num_blocks_kept", "kept_blocks", "mlp_init", "source_blocks", "scale_file")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# inputs
+
+
+def resolve_config_path(config_path: str | Path) -> Path:
+    path = Path(config_path)
+    if not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
+        path = REPO_ROOT / path
+    if not path.is_file():
+        raise PruneError(f"config {config_path}: no such file")
+    return path
+
+
+def load_architecture(config_path: str | Path, forces: str = "none", overrides: Sequence[str] = ()) -> dict:
+    """The ``gemnet_oc`` keyword arguments (with ``num_blocks`` = the source's b) of the ``model:``
+    section of a fairchem YAML (``includes`` resolved), with the force mode and ``key=value``
+    overrides (values parsed as YAML) applied."""
+    import yaml
+    from fairchem.core.common.utils import load_config
+
+    path = resolve_config_path(config_path)
+    try:
+        config = load_config(str(path))[0]
+    except Exception as err:  # yaml / include errors
+        raise PruneError(f"config {config_path} cannot be read ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict):
+        raise PruneError(f"config {config_path} has no model: section")
+    model = copy.deepcopy(model)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise PruneError(f"--model-override {item!r}: expected key=value, e.g. max_neighbors=20")
+        model[key.strip()] = yaml.safe_load(value)
+    name = model.pop("name", None)
+    if name not in ("gemnet_oc", "gemnet_oc_reduced"):
+        raise PruneError(f"config {config_path} describes a {name!r} model; the benchmark needs gemnet_oc or gemnet_oc_reduced")
+    if model.get("pretrained_checkpoint") is not None:
+        raise PruneError(f"config {config_path} sets pretrained_checkpoint; the benchmark builds random models from an "
+                         "architecture: give a config with num_blocks and the shape hyperparameters (e.g. configs/models/jmp_l.yml)")
+    model.pop("pretrained_checkpoint", None)
+    if name == "gemnet_oc_reduced" and model.get("kept_blocks") is not None:
+        raise PruneError(f"config {config_path} sets kept_blocks; give the source architecture (num_blocks) instead")
+    for key in _REDUCTION_KEYS:
+        model.pop(key, None)
+    if not isinstance(model.get("num_blocks"), int) or model["num_blocks"] < 1:
+        raise PruneError(f"config {config_path}: model needs num_blocks (the number of interaction blocks)")
+    if forces not in FORCE_MODES:
+        raise PruneError(f"forces must be one of {sorted(FORCE_MODES)}, got {forces!r}")
+    regress, direct = FORCE_MODES[forces]
+    if regress is not None:
+        model["regress_forces"], model["direct_forces"] = regress, direct
+    return model
+
+
+def check_blocks(blocks: Sequence[int], num_blocks: int) -> list[int]:
+    """Validated block counts, largest first (the largest is the reference)."""
+    blocks = list(blocks)
+    if not blocks:
+        raise PruneError("--blocks is empty; give block counts like 6,5,4,3,2")
+    if len(set(blocks)) != len(blocks):
+        raise PruneError(f"--blocks {','.join(map(str, blocks))} has duplicates")
+    bad = [k for k in blocks if not 1 <= k <= num_blocks]
+    if bad:
+        raise PruneError(f"--blocks {bad} out of range: the model has {num_blocks} interaction blocks (keep 1..{num_blocks})")
+    return sorted(blocks, reverse=True)
+
+
+def load_batches(data: str | Path, batch_size: int, num_batches: int, device: str) -> tuple[list, list[int]]:
+    """The first ``batch_size * num_batches`` structures of a fairchem LMDB (file or folder), in order,
+    collated into ``num_batches`` batches on ``device``. Returns (batches, atoms per structure)."""
+    from fairchem.core.datasets import LmdbDataset, data_list_collater
+
+    if data is None:
+        raise PruneError("give --data: a fairchem LMDB file or folder with the structures to run on")
+    if not Path(data).exists():
+        raise PruneError(f"data {data}: no such LMDB file or folder")
+    try:
+        dataset = LmdbDataset({"src": str(data)})
+        needed = batch_size * num_batches
+        if len(dataset) < needed:
+            raise PruneError(f"data {data} has {len(dataset)} structures; {num_batches} batch(es) of {batch_size} need {needed}")
+        structures = [dataset[i] for i in range(needed)]
+    except PruneError:
+        raise
+    except Exception as err:  # lmdb and pickle raise their own types for corrupt files
+        raise PruneError(f"data {data} cannot be read as a fairchem LMDB ({type(err).__name__}: {err})".splitlines()[0]) from None
+    batches = [
+        data_list_collater(structures[i * batch_size:(i + 1) * batch_size], otf_graph=True).to(device)
+        for i in range(num_batches)
+    ]
+    return batches, [int(s.natoms) for s in structures]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# models
+
+
+@contextlib.contextmanager
+def fast_init() -> Iterator[None]:
+    """Replace ``torch.nn.init.orthogonal_`` (a QR decomposition per weight, minutes for JMP-L on a CPU)
+    by Gaussian noise; GemNet-OC's ``he_orthogonal_init`` then standardises it to the same scale."""
+
+    def gaussian(tensor, gain=1.0, generator=None):
+        with torch.no_grad():
+            return tensor.normal_(0.0, gain, generator=generator)
+
+    with mock.patch.object(torch.nn.init, "orthogonal_", gaussian):
+        yield
+
+
+def build_models(architecture: dict, k: int, device: str, init: str = "fast", seed: int = 0):
+    """(``gemnet_oc_reduced`` keeping the first k of b blocks, stock ``gemnet_oc`` with k blocks
+    carrying the same weights), both in eval mode on ``device``."""
+    from fairchem.core.common.registry import registry
+    import fairchem.core.models.gemnet_oc.gemnet_oc  # noqa: F401  (registers gemnet_oc)
+    import fairchem_prune.models.gemnet_oc_reduced  # noqa: F401  (registers gemnet_oc_reduced)
+
+    config = copy.deepcopy(architecture)
+    num_blocks = config.pop("num_blocks")
+    context = fast_init() if init == "fast" else contextlib.nullcontext()
+    torch.manual_seed(seed + k)
+    with context:
+        try:
+            reduced = registry.get_model_class("gemnet_oc_reduced")(num_blocks=num_blocks, num_blocks_kept=k, **config)
+        except TypeError as err:
+            raise PruneError(f"model config not accepted by gemnet_oc: {err}") from None
+        stock = registry.get_model_class("gemnet_oc")(num_blocks=k, **config)
+    stock.load_state_dict(reduced.state_dict())  # copied: the two models never share memory (nor caches)
+    return reduced.to(device).eval(), stock.to(device).eval()
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# measuring
+
+
+def _autocast(device: str, dtype: str):
+    if dtype == "bfloat16":
+        return torch.autocast(device_type=device, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def forces_are_gradients(model: torch.nn.Module) -> bool:
+    return bool(getattr(model, "regress_forces", False)) and not bool(getattr(model, "direct_forces", False))
+
+
+def inference_pass(model: torch.nn.Module, batches: Sequence, device: str, dtype: str) -> list[dict]:
+    """One inference pass over ``batches`` (no_grad unless forces are energy gradients)."""
+    outputs = []
+    with torch.set_grad_enabled(forces_are_gradients(model)), _autocast(device, dtype):
+        for batch in batches:
+            out = model(batch)
+            outputs.append({k: v.detach() for k, v in out.items()})
+    return outputs
+
+
+def timed_pass(model, batches, device, dtype) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    inference_pass(model, batches, device, dtype)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def count_flops(model: torch.nn.Module, batches: Sequence, device: str = "cpu", dtype: str = "float32") -> dict:
+    """FLOPs of one inference pass over ``batches``: ``{"total": int, "by_op": {aten op: int}}``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        inference_pass(model, batches, device, dtype)
+    by_op = {str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    return {"total": int(counter.get_total_flops()), "by_op": dict(sorted(by_op.items()))}
+
+
+def _cpu_peak_from_profiler(prof) -> int:
+    """Peak of (allocated - freed) torch CPU tensor bytes over a profiled region, from the
+    profiler's ``[memory]`` allocation events (bytes > 0 allocate, < 0 free) in time order."""
+    from torch.autograd import DeviceType
+
+    events = [e for e in prof.profiler.kineto_results.events()
+              if e.name() == "[memory]" and e.device_type() == DeviceType.CPU]
+    events.sort(key=lambda e: e.start_ns())
+    live = peak = 0
+    for event in events:
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+def measure_peak_memory(model, batches, device, dtype) -> dict:
+    """Peak memory of one inference pass: ``{"pass_peak_bytes", "model_bytes", "peak_bytes", "method"}``."""
+    if device == "cuda":
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        inference_pass(model, batches, device, dtype)
+        _sync(device)
+        extra, method = torch.cuda.max_memory_allocated() - before, "torch.cuda.max_memory_allocated"
+    else:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            inference_pass(model, batches, device, dtype)
+        extra, method = _cpu_peak_from_profiler(prof), "torch.profiler CPU allocation events"
+    own = model_bytes(model)
+    return {"pass_peak_bytes": int(extra), "model_bytes": int(own), "peak_bytes": int(own + extra), "method": method}
+
+
+def finetune_step(model, optimizer, batch, device, dtype) -> float:
+    """One fine-tuning step (forward, dummy squared loss, backward, AdamW step); seconds."""
+    _sync(device)
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    with _autocast(device, dtype):
+        out = model(batch)
+        loss = out["energy"].float().pow(2).mean()
+        if "forces" in out:
+            loss = loss + out["forces"].float().pow(2).mean()
+    loss.backward()
+    optimizer.step()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _round_robin(names: Sequence, round_index: int) -> list:
+    shift = round_index % len(names)
+    return list(names[shift:]) + list(names[:shift])
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the benchmark
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str, dtype: str) -> dict:
+    import fairchem.core
+
+    info = {
+        "torch": torch.__version__,
+        "fairchem_core": getattr(fairchem.core, "__version__", None),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "device_name": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "dtype": dtype,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    if device == "cpu":
+        info["cpu_bf16_native"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return info
+
+
+def run_benchmark(
+    config_path: str | Path = DEFAULT_CONFIG,
+    data: str | Path | None = None,
+    blocks: Sequence[int] = (6, 5, 4, 3, 2),
+    batch_size: int = 4,
+    device: str = "cpu",
+    dtype: str = "float32",
+    repeats: int = 5,
+    warmup: int = 1,
+    finetune_repeats: int = 3,
+    num_batches: int = 1,
+    forces: str = "none",
+    overrides: Sequence[str] = (),
+    threads: int | None = None,
+    init: str = "fast",
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Benchmark ``gemnet_oc_reduced`` and stock ``gemnet_oc`` at each block count in ``blocks``.
+
+    Returns the JSON-ready result: ``{"environment", "settings", "reference_blocks", "rows": [...],
+    "notes"}``, one row per block count (largest first, the reference); see :func:`format_table` and
+    the README for the keys.
+    """
+    if device not in ("cpu", "cuda"):
+        raise PruneError(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PruneError("--device cuda: no CUDA device visible to torch; use --device cpu")
+    if dtype not in DTYPES:
+        raise PruneError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
+    if init not in ("fast", "fairchem"):
+        raise PruneError(f"init must be fast or fairchem, got {init!r}")
+    for name, value, least in (("--batch-size", batch_size, 1), ("--num-batches", num_batches, 1),
+                               ("--repeats", repeats, 1), ("--warmup", warmup, 0),
+                               ("--finetune-repeats", finetune_repeats, 0)):
+        if not isinstance(value, int) or value < least:
+            raise PruneError(f"{name} must be an integer >= {least}, got {value!r}")
+    if threads is not None:
+        if threads < 1:
+            raise PruneError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+
+    architecture = load_architecture(config_path, forces, overrides)
+    blocks = check_blocks(blocks, architecture["num_blocks"])
+    batches, natoms = load_batches(data, batch_size, num_batches, device)
+    samples = len(natoms)
+    notes = []
+    if device == "cpu" and dtype == "bfloat16":
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        notes.append("bfloat16 on CPU runs through torch.autocast('cpu'); " + (
+            "this CPU has native bf16 kernels (oneDNN)" if native else
+            "this CPU has no native bf16 support: emulated, expect it slower than float32"))
+
+    models: dict[tuple[int, str], torch.nn.Module] = {}
+    for k in tqdm(blocks, desc="building models", disable=not progress):
+        models[(k, "reduced")], models[(k, "stock")] = build_models(architecture, k, device, init, seed)
+    names = list(models)
+
+    rows = {k: {"blocks": k} for k in blocks}
+    # 1. one analysis pass per model: FLOPs, peak memory, outputs
+    outputs = {}
+    for key in tqdm(names, desc="counting FLOPs and memory", disable=not progress):
+        k, kind = key
+        model = models[key]
+        try:
+            flops = count_flops(model, batches, device, dtype)
+        except RuntimeError as err:
+            raise PruneError(f"the {kind} {k}-block model failed on {device}/{dtype}: {str(err).splitlines()[0]}") from None
+        memory = measure_peak_memory(model, batches, device, dtype)
+        outputs[key] = inference_pass(model, batches, device, dtype)
+        rows[k][kind] = {
+            "params": sum(p.numel() for p in model.parameters()),
+            "flops": flops["total"],
+            "gflops_per_sample": flops["total"] / samples / 1e9,
+            "flops_by_op": flops["by_op"],
+            "memory": memory,
+        }
+    for k in blocks:
+        a, b = outputs[(k, "reduced")], outputs[(k, "stock")]
+        rows[k]["max_abs_diff_vs_stock"] = max(
+            float((x[name].float() - y[name].float()).abs().max()) for x, y in zip(a, b) for name in x
+        )
+
+    # 2. inference throughput, round-robin over all models
+    times = {key: [] for key in names}
+    rounds = warmup + repeats
+    with tqdm(total=rounds * len(names), desc="inference", disable=not progress) as bar:
+        for r in range(rounds):
+            for key in _round_robin(names, r):
+                elapsed = timed_pass(models[key], batches, device, dtype)
+                if r >= warmup:
+                    times[key].append(elapsed)
+                bar.update()
+    for (k, kind), values in times.items():
+        median = _median(values)
+        rows[k][kind].update(pass_times_s=values, median_pass_s=median, min_pass_s=min(values),
+                             samples_per_s=samples / median)
+
+    # 3. fine-tuning steps of the reduced models, round-robin
+    for k in blocks:
+        del models[(k, "stock")]
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    if finetune_repeats:
+        optimizers = {}
+        for k in blocks:
+            model = models[(k, "reduced")].train()
+            optimizers[k] = torch.optim.AdamW(model.parameters(), lr=1e-6, betas=(0.9, 0.95), weight_decay=0.1)
+        steps = {k: [] for k in blocks}
+        rounds = max(warmup, 1) + finetune_repeats  # the first step allocates AdamW's state: never timed
+        with tqdm(total=rounds * len(blocks), desc="fine-tuning steps", disable=not progress) as bar:
+            for r in range(rounds):
+                for k in _round_robin(blocks, r):
+                    elapsed = finetune_step(models[(k, "reduced")], optimizers[k], batches[0], device, dtype)
+                    if r >= max(warmup, 1):
+                        steps[k].append(elapsed)
+                    bar.update()
+        for k in blocks:
+            rows[k]["finetune_step_times_s"] = steps[k]
+            rows[k]["finetune_step_s"] = _median(steps[k])
+        del optimizers
+    else:
+        for k in blocks:
+            rows[k]["finetune_step_times_s"], rows[k]["finetune_step_s"] = [], None
+
+    # 4. ratios to the reference (the largest block count)
+    ref = rows[blocks[0]]
+    for k in blocks:
+        row = rows[k]
+        red, stock = row["reduced"], row["stock"]
+        row["params"] = red["params"]
+        row["params_pct"] = 100.0 * red["params"] / ref["reduced"]["params"]
+        row["gflops_per_sample"] = red["gflops_per_sample"]
+        row["flop_bound_speedup"] = ref["reduced"]["flops"] / red["flops"]
+        row["samples_per_s"] = red["samples_per_s"]
+        row["measured_speedup"] = red["samples_per_s"] / ref["reduced"]["samples_per_s"]
+        row["measured_over_bound"] = row["measured_speedup"] / row["flop_bound_speedup"]
+        row["reduced_over_stock"] = red["samples_per_s"] / stock["samples_per_s"]
+        row["peak_memory_mb"] = red["memory"]["peak_bytes"] / 2**20
+        row["finetune_speedup"] = _ratio(ref["finetune_step_s"], row["finetune_step_s"])
+
+    settings = {
+        "config": str(config_path), "data": str(data), "blocks": blocks, "batch_size": batch_size,
+        "num_batches": num_batches, "samples": samples, "atoms_per_sample_mean": sum(natoms) / samples,
+        "device": device, "dtype": dtype, "repeats": repeats, "warmup": warmup,
+        "finetune_repeats": finetune_repeats, "forces": forces,
+        "regress_forces": bool(architecture.get("regress_forces", True)),
+        "direct_forces": bool(architecture.get("direct_forces", False)),
+        "overrides": list(overrides), "init": init, "seed": seed,
+        "architecture": {k: v for k, v in architecture.items()},
+    }
+    return {
+        "environment": environment(device, dtype),
+        "settings": settings,
+        "reference_blocks": blocks[0],
+        "rows": [rows[k] for k in blocks],
+        "notes": notes,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# output
+
+
+def _fmt(value, spec: str, missing: str = "-") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def format_table(result: dict) -> str:
+    """The result as a text table, ratios relative to the reference (largest) block count."""
+    env, settings = result["environment"], result["settings"]
+    ref = result["reference_blocks"]
+    header = (
+        f"GemNet-OC block reduction benchmark: {settings['config']} (forces: {settings['forces']}), "
+        f"{settings['samples']} structures of {settings['data']} (mean {settings['atoms_per_sample_mean']:.1f} atoms) "
+        f"in batches of {settings['batch_size']}\n"
+        f"device {env['device']} ({env['device_name']}), {env['threads']} torch threads, {settings['dtype']}, "
+        f"torch {env['torch']}; median of {settings['repeats']} passes after {settings['warmup']} warm-up, "
+        f"{settings['finetune_repeats']} fine-tuning steps; ratios to {ref} blocks"
+    )
+    columns = [
+        ("blocks", ">6"), ("params", ">9"), ("params%", ">7"), ("GFLOP/smp", ">9"), ("bound x", ">7"),
+        ("smp/s", ">8"), ("meas. x", ">7"), ("meas/bnd", ">8"), ("red/stock", ">9"), ("peak MB", ">8"),
+        ("ft step s", ">9"), ("ft x", ">5"),
+    ]
+    lines = [header, "  ".join(format(name, spec) for name, spec in columns)]
+    for row in result["rows"]:
+        cells = [
+            str(row["blocks"]), f"{row['params'] / 1e6:.2f}M" if row["params"] >= 1e6 else f"{row['params'] / 1e3:.1f}k",
+            f"{row['params_pct']:.1f}", f"{row['gflops_per_sample']:.3f}", f"{row['flop_bound_speedup']:.3f}",
+            f"{row['samples_per_s']:.3g}", f"{row['measured_speedup']:.3f}", f"{100 * row['measured_over_bound']:.1f}%",
+            f"{row['reduced_over_stock']:.3f}", f"{row['peak_memory_mb']:.1f}",
+            _fmt(row["finetune_step_s"], ".3g"), _fmt(row["finetune_speedup"], ".2f"),
+        ]
+        lines.append("  ".join(format(cell, spec) for cell, (_, spec) in zip(cells, columns)))
+    lines += [f"note: {note}" for note in result.get("notes", [])]
+    return "\n".join(lines)
+
+
+def write_result(result: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(result, indent=2) + "\n")

@@ -1,0 +1,97 @@
+"""tools/benchmark.py: end to end on a tiny GemNet-OC and a tiny LMDB; one clear error line for bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_config
+
+from fairchem_prune.cli import tool_main
+
+TOOL = Path(__file__).parents[2] / "tools" / "benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory):
+    from fairchem_prune.demo_data import emt_slabs
+    from fairchem_prune.lmdb_io import atoms_to_data, write_lmdb
+
+    root = tmp_path_factory.mktemp("bench_tool")
+    config = root / "tiny.yml"
+    config.write_text(yaml.safe_dump({"model": {"name": "gemnet_oc", **tiny_config()}}))
+    data = root / "slabs.lmdb"
+    write_lmdb(data, (atoms_to_data(a, i) for i, a in enumerate(emt_slabs(8, seed=0))))
+    return config, data
+
+
+def test_script_runs_end_to_end_prints_the_table_and_writes_json(tiny_files, tmp_path):
+    config, data = tiny_files
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(TOOL), "--config", str(config), "--data", str(data), "--blocks", "3,1",
+         "--batch-size", "2", "--repeats", "1", "--warmup", "0", "--finetune-repeats", "1", "--threads", "1",
+         "--forces", "gradient", "--out", str(out)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["blocks", "params", "params%"])
+    assert "1 torch threads" in lines[header - 1]
+    rows = [line.split() for line in lines[header + 1:header + 3]]
+    assert [r[0] for r in rows] == ["3", "1"]
+    assert rows[0][2] == "100.0" and rows[0][4] == "1.000"  # the reference: 100 % parameters, bound 1.000
+    assert float(rows[1][4]) > 1.5  # 1 block of 3: FLOP bound well above 1
+    assert lines[-1] == f"written {out}"
+    saved = json.loads(out.read_text())
+    assert saved["settings"]["forces"] == "gradient" and saved["settings"]["direct_forces"] is False
+    assert saved["environment"]["threads"] == 1
+    assert [r["blocks"] for r in saved["rows"]] == [3, 1]
+    assert saved["rows"][1]["gflops_per_sample"] == pytest.approx(float(rows[1][3]), abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "case, args, message",
+    [
+        ("missing config", ["--config", "{tmp}/missing.yml"], "missing.yml: no such file"),
+        ("missing data", ["--data", "{tmp}/missing.lmdb"], "missing.lmdb: no such LMDB file or folder"),
+        ("no data", ["--data", None], "give --data"),
+        ("corrupt data", ["--data", "{tmp}/corrupt.lmdb"], "cannot be read as a fairchem LMDB"),
+        ("not a list", ["--blocks", "six,five"], "expected comma-separated block counts"),
+        ("too many blocks", ["--blocks", "6,4"], "[6] out of range: the model has 5 interaction blocks"),
+        ("duplicates", ["--blocks", "4,4"], "has duplicates"),
+        ("other model", ["--config", "{tmp}/painn.yml"], "describes a 'painn' model"),
+        ("output exists", ["--out", "{tmp}/existing.json"], "already exists; choose another path or pass --force"),
+        ("too few structures", ["--batch-size", "5", "--num-batches", "2"], "has 8 structures"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(tiny_files, tmp_path, capsys, case, args, message):
+    config, data = tiny_files
+    (tmp_path / "corrupt.lmdb").write_bytes(b"not an lmdb" * 100)
+    (tmp_path / "painn.yml").write_text(yaml.safe_dump({"model": {"name": "painn", "hidden_channels": 8}}))
+    (tmp_path / "existing.json").write_text("precious")
+    options = {"--config": str(config), "--data": str(data), "--blocks": "2", "--out": str(tmp_path / "out.json"),
+               "--repeats": "1", "--warmup": "0", "--finetune-repeats": "0", **dict(zip(args[::2], args[1::2]))}
+    argv = [part for flag, value in options.items() if value is not None for part in (flag, value.format(tmp=tmp_path))]
+    assert tool_main("benchmark", argv) == 2, case
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
+    assert (tmp_path / "existing.json").read_text() == "precious" and not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_one_clear_line(tiny_files, tmp_path, capsys):
+    config, data = tiny_files
+    argv = ["--config", str(config), "--data", str(data), "--blocks", "2", "--device", "cuda", "--out", str(tmp_path / "o.json")]
+    assert tool_main("benchmark", argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --device cuda: no CUDA device visible to torch; use --device cpu"
+
+
+def test_fairchem_prune_has_the_benchmark_command():
+    from fairchem_prune.cli import COMMANDS
+
+    assert COMMANDS["benchmark"] == "benchmark"

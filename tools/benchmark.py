@@ -1,0 +1,16 @@
+#!/usr/bin/env python
+"""Efficiency benchmark of block reduction (Table 2 analogue): throughput, GFLOPs per sample,
+parameters, peak memory and fine-tuning step time per block count, reduced vs stock GemNet-OC.
+
+    python tools/benchmark.py --data data/oc20/val --blocks 6,5,4,3,2 --batch-size 4 --out bench.json
+    python tools/benchmark.py --config configs/models/gemnet_oc_demo.yml --data demo_data/pretrain/val/emt_slabs.lmdb
+
+(see fairchem_prune.benchmark for what each number means).
+"""
+
+import sys
+
+from fairchem_prune.cli import tool_main
+
+if __name__ == "__main__":
+    sys.exit(tool_main("benchmark", prog="benchmark.py"))
