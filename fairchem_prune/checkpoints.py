@@ -185,16 +185,12 @@ def _apply_ema(model: nn.Module, ema: dict, path: Path) -> None:
             param.copy_(value)
 
 
-def load_gemnet_source(path: str | Path, checkpoint: dict | None = None) -> GemNetSource:
-    """Rebuild the GemNet-OC model of checkpoint ``path`` (already read: ``checkpoint``) and load its
-    weights (EMA if present)."""
+def load_checkpoint_weights(model: nn.Module, checkpoint: dict, path: Path) -> bool:
+    """Load the checkpoint's state dict (DDP prefixes matched), its ``scale_dict`` and its EMA
+    weights into ``model``, built from the checkpoint's own config. Returns whether EMA was used."""
     from fairchem.core.common.utils import match_state_dict
     from fairchem.core.modules.scaling.compat import load_scales_compat
 
-    path = Path(path)
-    checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
-    model_config = checkpoint_model_config(checkpoint, path)
-    model = _build(model_config, path)
     weights = match_state_dict(model.state_dict(), checkpoint["state_dict"])
     result = model.load_state_dict(weights, strict=False)
     if result.missing_keys or result.unexpected_keys:
@@ -208,4 +204,15 @@ def load_gemnet_source(path: str | Path, checkpoint: dict | None = None) -> GemN
     used_ema = bool(ema and ema.get("shadow_params"))
     if used_ema:
         _apply_ema(model, ema, path)
+    return used_ema
+
+
+def load_gemnet_source(path: str | Path, checkpoint: dict | None = None) -> GemNetSource:
+    """Rebuild the GemNet-OC model of checkpoint ``path`` (already read: ``checkpoint``) and load its
+    weights (EMA if present)."""
+    path = Path(path)
+    checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
+    model_config = checkpoint_model_config(checkpoint, path)
+    model = _build(model_config, path)
+    used_ema = load_checkpoint_weights(model, checkpoint, path)
     return GemNetSource(path=path, checkpoint=checkpoint, model_config=model_config, model=model.eval(), used_ema=used_ema)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fairchem_prune.checkpoints import ModelSource, _apply_ema, checkpoint_model_config, read_checkpoint
+from fairchem_prune.checkpoints import ModelSource, checkpoint_model_config, load_checkpoint_weights, read_checkpoint
 from fairchem_prune.errors import PruneError
 
 MONOLITHIC_MODELS = ("equiformer_v2", "equiformer_v2_reduced")
@@ -88,23 +88,11 @@ def _build(model_config: dict, path: Path) -> nn.Module:
 def load_equiformer_v2_source(path: str | Path, checkpoint: dict | None = None) -> EquiformerV2Source:
     """Rebuild the EquiformerV2 model of checkpoint ``path`` (already read: ``checkpoint``) and load its
     weights, EMA if present."""
-    from fairchem.core.common.utils import match_state_dict
-
     path = Path(path)
     checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
     model_config = checkpoint_model_config(checkpoint, path)
     model = _build(model_config, path)
-    weights = match_state_dict(model.state_dict(), checkpoint["state_dict"])
-    result = model.load_state_dict(weights, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise PruneError(
-            f"checkpoint {path}: its weights do not fit the model its own config describes "
-            f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
-        )
-    ema = checkpoint.get("ema")
-    used_ema = bool(ema and ema.get("shadow_params"))
-    if used_ema:
-        _apply_ema(model, ema, path)
+    used_ema = load_checkpoint_weights(model, checkpoint, path)
     return EquiformerV2Source(
         path=path, checkpoint=checkpoint, model_config=model_config, model=model.eval(), used_ema=used_ema
     )
