@@ -57,6 +57,21 @@ def resolve_kept_blocks(
     return kept
 
 
+def kept_with_origin(
+    num_source_blocks: int,
+    num_blocks_kept: int | None = None,
+    kept_blocks: Sequence[int] | None = None,
+    source_blocks: Sequence[int] | None = None,
+) -> tuple[list[int], list[int]]:
+    """(kept, origin): the kept source block indices (:func:`resolve_kept_blocks`) and their indices
+    in the original unreduced model, given the source's own ``source_blocks`` (default: identity)."""
+    kept = resolve_kept_blocks(num_source_blocks, num_blocks_kept, kept_blocks)
+    original = list(source_blocks) if source_blocks is not None else list(range(num_source_blocks))
+    if len(original) != num_source_blocks:
+        raise PruneError(f"source_blocks {original} must list {num_source_blocks} block indices")
+    return kept, [original[k] for k in kept]
+
+
 def kept_partitions(kept: Sequence[int]) -> list[int]:
     """FinalMLP input partitions that survive: the embedding (0) and k + 1 for each kept block k."""
     return [0] + [k + 1 for k in kept]

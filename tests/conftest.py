@@ -90,6 +90,35 @@ S2EF_SECTIONS = {
 }
 
 
+def build_perturbed(model_config: dict, seed: int = 0) -> torch.nn.Module:
+    """A stock fairchem model (any registered name) whose every parameter, norms included, is
+    shifted by random noise, so that a misplaced one shows."""
+    from fairchem.core.common.registry import registry
+
+    torch.manual_seed(seed)
+    config = copy.deepcopy(model_config)
+    model = registry.get_model_class(config.pop("name"))(**config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+def energy_forces(model, batch, seed: int = 1):
+    """(energy, forces) of a monolithic or hydra model, detached. The seed fixes EquiformerV2's random
+    edge-frame roll (GemNet-OC is deterministic)."""
+    torch.manual_seed(seed)
+    out = model(batch)
+    if isinstance(out["energy"], dict):  # hydra: {head: {property: tensor}}
+        return out["energy"]["energy"].detach(), out["forces"]["forces"].detach()
+    return out["energy"].detach(), out["forces"].detach()
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b|"""
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
 def write_checkpoint(path, model: torch.nn.Module, model_config: dict, ema_params=None) -> None:
     """A checkpoint laid out exactly as fairchem's ``BaseTrainer.save`` writes it."""
     checkpoint = {
@@ -164,3 +193,19 @@ def stock_checkpoint(tmp_path):
     path = tmp_path / "stock.pt"
     write_checkpoint(path, model, config)
     return path, model, config
+
+
+@pytest.fixture(scope="session")
+def tiny_gemnet_files(tmp_path_factory):
+    """(config YAML of the tiny 5-block GemNet-OC, LMDB file of 8 EMT slabs)."""
+    import yaml
+
+    from fairchem_prune.demo_data import emt_slabs
+    from fairchem_prune.lmdb_io import atoms_to_data, write_lmdb
+
+    root = tmp_path_factory.mktemp("tiny_gemnet")
+    config = root / "tiny.yml"
+    config.write_text(yaml.safe_dump({"model": {"name": "gemnet_oc", **tiny_config()}}))
+    data = root / "slabs.lmdb"
+    write_lmdb(data, (atoms_to_data(a, i) for i, a in enumerate(emt_slabs(8, seed=0))))
+    return config, data

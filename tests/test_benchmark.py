@@ -8,7 +8,6 @@ import inspect
 
 import pytest
 import torch
-import yaml
 from conftest import tiny_config
 
 from fairchem_prune import benchmark
@@ -19,22 +18,8 @@ BLOCKS = [5, 3, 1]
 
 
 @pytest.fixture(scope="module")
-def tiny_files(tmp_path_factory):
-    """(config YAML of the tiny 5-block GemNet-OC, LMDB of 8 EMT slabs)."""
-    from fairchem_prune.demo_data import emt_slabs
-    from fairchem_prune.lmdb_io import atoms_to_data, write_lmdb
-
-    root = tmp_path_factory.mktemp("bench")
-    config = root / "tiny.yml"
-    config.write_text(yaml.safe_dump({"model": {"name": "gemnet_oc", **tiny_config()}}))
-    data = root / "slabs.lmdb"
-    write_lmdb(data, (atoms_to_data(a, i) for i, a in enumerate(emt_slabs(8, seed=0))))
-    return config, data
-
-
-@pytest.fixture(scope="module")
-def result(tiny_files):
-    config, data = tiny_files
+def result(tiny_gemnet_files):
+    config, data = tiny_gemnet_files
     torch.set_num_threads(1)
     return benchmark.run_benchmark(
         config, data, BLOCKS, batch_size=2, num_batches=2, repeats=1, warmup=0, finetune_repeats=1,
@@ -113,8 +98,8 @@ def linear_flops_by_flop_counter(model, batches) -> int:
 
 
 @pytest.mark.parametrize("kept", [5, 2])
-def test_flop_count_matches_a_hand_count_of_the_dense_layers(tiny_files, kept):
-    _, data = tiny_files
+def test_flop_count_matches_a_hand_count_of_the_dense_layers(tiny_gemnet_files, kept):
+    _, data = tiny_gemnet_files
     architecture = {**tiny_config(), "regress_forces": True, "direct_forces": True}
     model, _ = benchmark.build_models(architecture, kept, "cpu")
     batches, _ = benchmark.load_batches(data, 2, 2, "cpu")
@@ -192,8 +177,8 @@ def test_result_has_the_documented_keys(result):
     assert "bound x" in table and "red/stock" in table and len(table.splitlines()) == 3 + len(BLOCKS)
 
 
-def test_peak_memory_grows_with_the_batch(tiny_files):
-    _, data = tiny_files
+def test_peak_memory_grows_with_the_batch(tiny_gemnet_files):
+    _, data = tiny_gemnet_files
     model, _ = benchmark.build_models(tiny_config(), 2, "cpu")
     small = benchmark.measure_peak_memory(model, benchmark.load_batches(data, 1, 1, "cpu")[0], "cpu", "float32")
     large = benchmark.measure_peak_memory(model, benchmark.load_batches(data, 8, 1, "cpu")[0], "cpu", "float32")
@@ -225,8 +210,8 @@ def test_fast_init_gives_he_scaled_weights_and_restores_orthogonal_init():
         ({"overrides": ["cutoff"]}, "expected key=value"),
     ],
 )
-def test_bad_input_is_one_line_prune_error(tiny_files, kwargs, message):
-    config, data = tiny_files
+def test_bad_input_is_one_line_prune_error(tiny_gemnet_files, kwargs, message):
+    config, data = tiny_gemnet_files
     arguments = {"config_path": config, "data": data, "blocks": [2], "batch_size": 2, "repeats": 1, "warmup": 0,
                  "finetune_repeats": 0, "progress": False}
     if "config" in kwargs:
@@ -237,8 +222,8 @@ def test_bad_input_is_one_line_prune_error(tiny_files, kwargs, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-def test_override_changes_the_architecture(tiny_files):
-    config, _ = tiny_files
+def test_override_changes_the_architecture(tiny_gemnet_files):
+    config, _ = tiny_gemnet_files
     architecture = benchmark.load_architecture(config, "gradient", ["emb_size_atom=32", "max_neighbors=10"])
     assert architecture["emb_size_atom"] == 32 and architecture["max_neighbors"] == 10
     assert architecture["regress_forces"] is True and architecture["direct_forces"] is False

@@ -24,7 +24,7 @@ from fairchem.core.models.equiformer_v2.equiformer_v2 import EquiformerV2Backbon
 from fairchem.core.models.equiformer_v2.equiformer_v2_deprecated import EquiformerV2
 from torch import nn
 
-from fairchem_prune.blocks import resolve_kept_blocks
+from fairchem_prune.blocks import kept_with_origin
 from fairchem_prune.eqv2_slicing import load_equiformer_v2_source, slice_blocks
 from fairchem_prune.checkpoints import reject_contradictions
 from fairchem_prune.errors import PruneError
@@ -80,13 +80,9 @@ class _BlockReduction:
         elif num_layers is None:
             raise PruneError(f"{name} needs num_layers (source blocks) or a pretrained_checkpoint")
 
-        kept = resolve_kept_blocks(num_layers, num_blocks_kept, kept_blocks)
-        original = list(source_blocks) if source_blocks is not None else list(range(num_layers))
-        if len(original) != num_layers:
-            raise PruneError(f"source_blocks {original} must list {num_layers} block indices")
+        kept, origin = kept_with_origin(num_layers, num_blocks_kept, kept_blocks, source_blocks)
         super().__init__(num_layers=len(kept), **kwargs)
-        self.kept_blocks = kept
-        self.source_blocks = [original[k] for k in kept]
+        self.kept_blocks, self.source_blocks = kept, origin
         self.resolved_config = {**copy.deepcopy(kwargs), "num_layers": len(kept), "source_blocks": self.source_blocks}
         if source is not None:
             weights = slice_blocks(source.monolithic_state_dict(), kept)

@@ -16,7 +16,7 @@ import logging
 from fairchem.core.common.registry import registry
 from fairchem.core.models.gemnet_oc.gemnet_oc import GemNetOC, GemNetOCBackbone
 
-from fairchem_prune.blocks import resolve_kept_blocks
+from fairchem_prune.blocks import kept_with_origin
 from fairchem_prune.checkpoints import reject_contradictions
 from fairchem_prune.errors import PruneError
 from fairchem_prune.slicing import MLP_INIT_CHOICES, is_first_mlp_weight, slice_state_dict
@@ -109,13 +109,9 @@ class GemNetOCReduced(GemNetOC):
         elif num_blocks is None:
             raise PruneError("gemnet_oc_reduced needs num_blocks (source blocks) or a pretrained_checkpoint")
 
-        kept = resolve_kept_blocks(num_blocks, num_blocks_kept, kept_blocks)
-        original = list(source_blocks) if source_blocks is not None else list(range(num_blocks))
-        if len(original) != num_blocks:
-            raise PruneError(f"source_blocks {original} must list {num_blocks} block indices")
+        kept, origin = kept_with_origin(num_blocks, num_blocks_kept, kept_blocks, source_blocks)
         super().__init__(num_blocks=len(kept), **kwargs)
-        self.kept_blocks = kept
-        self.source_blocks = [original[k] for k in kept]
+        self.kept_blocks, self.source_blocks = kept, origin
         self.resolved_config = {
             **copy.deepcopy({k: v for k, v in kwargs.items() if k != "scale_file"}),
             "num_blocks": len(kept),

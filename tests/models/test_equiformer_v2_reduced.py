@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import molecule_atoms, slab_atoms, to_batch, write_checkpoint
+from conftest import build_perturbed as build_stock, energy_forces, molecule_atoms, rel_err, slab_atoms, to_batch, write_checkpoint
 from fairchem.core.common.registry import registry
 from fairchem.core.models.equiformer_v2.equiformer_v2_deprecated import EquiformerV2
 
@@ -41,30 +41,6 @@ def monolithic_config(**changes):
 def hydra_config(**changes):
     return {"name": "hydra", "backbone": {"model": "equiformer_v2_backbone", **TINY_EQV2, **changes},
             "heads": copy.deepcopy(HEADS), "otf_graph": True}
-
-
-def build_stock(config, seed=0):
-    """A stock fairchem model whose every parameter (norms included) is distinct, so that a misplaced
-    one shows."""
-    torch.manual_seed(seed)
-    config = copy.deepcopy(config)
-    model = registry.get_model_class(config.pop("name"))(**config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
-
-
-def energy_forces(model, batch, seed=1):
-    torch.manual_seed(seed)  # the random edge-frame roll
-    out = model(batch)
-    if isinstance(out["energy"], dict):  # hydra: {head: {property: tensor}}
-        return out["energy"]["energy"].detach(), out["forces"]["forces"].detach()
-    return out["energy"].detach(), out["forces"].detach()
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def hand_copy(source, target, kept):

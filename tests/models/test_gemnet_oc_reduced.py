@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import (
-    TINY_HEADS, build_stock, hydra_config, molecule_atoms, slab_atoms, tiny_config, to_batch, write_checkpoint,
+    TINY_HEADS, build_stock, energy_forces, hydra_config, molecule_atoms, rel_err, slab_atoms, tiny_config, to_batch, write_checkpoint,
 )
 from fairchem.core.common.registry import registry
 from fairchem.core.models.base import HydraModel
@@ -16,17 +16,6 @@ from fairchem_prune.errors import PruneError
 from fairchem_prune.features import capture_final_mlp_features
 
 Reduced = registry.get_model_class("gemnet_oc_reduced")
-
-
-def energy_forces(model, batch):
-    out = model(batch)
-    if isinstance(out["energy"], dict):  # hydra: {head: {property: tensor}}
-        return out["energy"]["energy"].detach(), out["forces"]["forces"].detach()
-    return out["energy"].detach(), out["forces"].detach()
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def hand_copy_gemnet(source: GemNetOC, target: GemNetOC, kept, d_atom, d_edge, heads_source=None, heads_target=None):

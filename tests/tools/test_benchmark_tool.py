@@ -8,28 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_config
 
 from fairchem_prune.cli import tool_main
 
 TOOL = Path(__file__).parents[2] / "tools" / "benchmark.py"
 
 
-@pytest.fixture(scope="module")
-def tiny_files(tmp_path_factory):
-    from fairchem_prune.demo_data import emt_slabs
-    from fairchem_prune.lmdb_io import atoms_to_data, write_lmdb
-
-    root = tmp_path_factory.mktemp("bench_tool")
-    config = root / "tiny.yml"
-    config.write_text(yaml.safe_dump({"model": {"name": "gemnet_oc", **tiny_config()}}))
-    data = root / "slabs.lmdb"
-    write_lmdb(data, (atoms_to_data(a, i) for i, a in enumerate(emt_slabs(8, seed=0))))
-    return config, data
-
-
-def test_script_runs_end_to_end_prints_the_table_and_writes_json(tiny_files, tmp_path):
-    config, data = tiny_files
+def test_script_runs_end_to_end_prints_the_table_and_writes_json(tiny_gemnet_files, tmp_path):
+    config, data = tiny_gemnet_files
     out = tmp_path / "bench.json"
     result = subprocess.run(
         [sys.executable, str(TOOL), "--config", str(config), "--data", str(data), "--blocks", "3,1",
@@ -68,8 +54,8 @@ def test_script_runs_end_to_end_prints_the_table_and_writes_json(tiny_files, tmp
         ("too few structures", ["--batch-size", "5", "--num-batches", "2"], "has 8 structures"),
     ],
 )
-def test_bad_input_gives_one_clear_line(tiny_files, tmp_path, capsys, case, args, message):
-    config, data = tiny_files
+def test_bad_input_gives_one_clear_line(tiny_gemnet_files, tmp_path, capsys, case, args, message):
+    config, data = tiny_gemnet_files
     (tmp_path / "corrupt.lmdb").write_bytes(b"not an lmdb" * 100)
     (tmp_path / "painn.yml").write_text(yaml.safe_dump({"model": {"name": "painn", "hidden_channels": 8}}))
     (tmp_path / "existing.json").write_text("precious")
@@ -83,8 +69,8 @@ def test_bad_input_gives_one_clear_line(tiny_files, tmp_path, capsys, case, args
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_without_a_gpu_is_one_clear_line(tiny_files, tmp_path, capsys):
-    config, data = tiny_files
+def test_cuda_without_a_gpu_is_one_clear_line(tiny_gemnet_files, tmp_path, capsys):
+    config, data = tiny_gemnet_files
     argv = ["--config", str(config), "--data", str(data), "--blocks", "2", "--device", "cuda", "--out", str(tmp_path / "o.json")]
     assert tool_main("benchmark", argv) == 2
     err = capsys.readouterr().err.strip()
