@@ -1,6 +1,8 @@
 """Efficiency benchmark of block reduction (the paper's Table 2 analogue): for each number of kept
-interaction blocks k, ``gemnet_oc_reduced`` keeping k blocks and stock fairchem ``gemnet_oc`` built
-with k blocks, measured side by side in one process.
+blocks k, ``gemnet_oc_reduced`` keeping k interaction blocks and stock fairchem ``gemnet_oc`` built
+with k blocks, or ``equiformer_v2_reduced`` keeping k transformer blocks and stock ``equiformer_v2``
+built with ``num_layers: k``, measured side by side in one process. The config's model name picks the
+architecture (:data:`FAMILIES`).
 
 What is measured, per model:
 
@@ -26,9 +28,10 @@ What is measured, per model:
   mode; warm-up steps, then the median of repeated steps, round-robin over k as above.
 
 Weights are random (speed does not depend on their values); the stock k-block model gets the reduced
-model's weights, and their outputs are checked to agree. With ``init="fast"`` the QR decomposition of
-GemNet-OC's orthogonal initialisation is replaced by Gaussian noise of the same scale (building a
-160M-parameter JMP-L with fairchem's init takes minutes on 2 CPU cores).
+model's weights, and their outputs are checked to agree (from the same random seed: EquiformerV2 draws
+a random roll of each edge frame per pass). With ``init="fast"`` the QR decomposition of GemNet-OC's
+orthogonal initialisation is replaced by Gaussian noise of the same scale (building a 160M-parameter
+JMP-L with fairchem's init takes minutes on 2 CPU cores); EquiformerV2's initialisation is unchanged.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import platform
 import statistics
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
@@ -49,11 +53,12 @@ import torch
 from tqdm import tqdm
 
 from fairchem_prune.errors import PruneError
+from fairchem_prune.models import forces_are_gradients
 
 #: default ``--config``: JMP-L's architecture, resolved against the working directory, then the repository
 DEFAULT_CONFIG = "configs/models/jmp_l.yml"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-#: ``forces``: regress_forces, direct_forces
+#: ``forces``: regress_forces, direct_forces (GemNet-OC; EquiformerV2's forces are always direct)
 FORCE_MODES = {
     "none": (False, False),      # energy only (JMP's QM9/QMOF fine-tuning; 160.61M parameters for JMP-L)
     "gradient": (True, False),   # forces = -dE/dx (JMP's MD fine-tuning; same parameters as "none")
@@ -61,8 +66,35 @@ FORCE_MODES = {
     "config": (None, None),      # as the config says
 }
 DTYPES = ("float32", "bfloat16")
-#: keys of a ``gemnet_oc_reduced`` config that do not describe the architecture
+#: keys of a reduced model's config that do not describe the architecture
 _REDUCTION_KEYS = ("num_blocks_kept", "kept_blocks", "mlp_init", "source_blocks", "scale_file")
+
+
+@dataclass(frozen=True)
+class Family:
+    """An architecture the benchmark compares: the config names it accepts, the reduced and the stock
+    model, and the key holding the number of blocks."""
+
+    label: str
+    names: tuple[str, ...]
+    reduced: str
+    stock: str
+    block_key: str
+    block_kind: str
+    direct_forces_only: bool
+
+
+FAMILIES = (
+    Family("GemNet-OC", ("gemnet_oc", "gemnet_oc_reduced"), "gemnet_oc_reduced", "gemnet_oc",
+           "num_blocks", "interaction", False),
+    Family("EquiformerV2", ("equiformer_v2", "equiformer_v2_backbone", "equiformer_v2_reduced"),
+           "equiformer_v2_reduced", "equiformer_v2", "num_layers", "transformer", True),
+)
+
+
+def family_of(architecture: dict) -> Family:
+    """The family of a :func:`load_architecture` result, told by its block key."""
+    return next(family for family in FAMILIES if family.block_key in architecture)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -79,9 +111,9 @@ def resolve_config_path(config_path: str | Path) -> Path:
 
 
 def load_architecture(config_path: str | Path, forces: str = "none", overrides: Sequence[str] = ()) -> dict:
-    """The ``gemnet_oc`` keyword arguments (with ``num_blocks`` = the source's b) of the ``model:``
-    section of a fairchem YAML (``includes`` resolved), with the force mode and ``key=value``
-    overrides (values parsed as YAML) applied."""
+    """The stock model's keyword arguments (``gemnet_oc`` with ``num_blocks``, or ``equiformer_v2``
+    with ``num_layers`` = the source's b) of the ``model:`` section of a fairchem YAML (``includes``
+    resolved), with the force mode and ``key=value`` overrides (values parsed as YAML) applied."""
     import yaml
     from fairchem.core.common.utils import load_config
 
@@ -100,27 +132,34 @@ def load_architecture(config_path: str | Path, forces: str = "none", overrides: 
             raise PruneError(f"--model-override {item!r}: expected key=value, e.g. max_neighbors=20")
         model[key.strip()] = yaml.safe_load(value)
     name = model.pop("name", None)
-    if name not in ("gemnet_oc", "gemnet_oc_reduced"):
-        raise PruneError(f"config {config_path} describes a {name!r} model; the benchmark needs gemnet_oc or gemnet_oc_reduced")
+    family = next((f for f in FAMILIES if name in f.names), None)
+    if family is None:
+        accepted = ", ".join(n for f in FAMILIES for n in f.names)
+        raise PruneError(f"config {config_path} describes a {name!r} model; the benchmark needs one of {accepted}")
+    key = family.block_key
     if model.get("pretrained_checkpoint") is not None:
         raise PruneError(f"config {config_path} sets pretrained_checkpoint; the benchmark builds random models from an "
-                         "architecture: give a config with num_blocks and the shape hyperparameters (e.g. configs/models/jmp_l.yml)")
+                         f"architecture: give a config with {key} and the shape hyperparameters (e.g. configs/models/jmp_l.yml)")
     model.pop("pretrained_checkpoint", None)
-    if name == "gemnet_oc_reduced" and model.get("kept_blocks") is not None:
-        raise PruneError(f"config {config_path} sets kept_blocks; give the source architecture (num_blocks) instead")
-    for key in _REDUCTION_KEYS:
-        model.pop(key, None)
-    if not isinstance(model.get("num_blocks"), int) or model["num_blocks"] < 1:
-        raise PruneError(f"config {config_path}: model needs num_blocks (the number of interaction blocks)")
+    if model.get("kept_blocks") is not None:
+        raise PruneError(f"config {config_path} sets kept_blocks; give the source architecture ({key}) instead")
+    for reduction_key in _REDUCTION_KEYS:
+        model.pop(reduction_key, None)
+    if not isinstance(model.get(key), int) or model[key] < 1:
+        raise PruneError(f"config {config_path}: model needs {key} (the number of {family.block_kind} blocks)")
     if forces not in FORCE_MODES:
         raise PruneError(f"forces must be one of {sorted(FORCE_MODES)}, got {forces!r}")
     regress, direct = FORCE_MODES[forces]
+    if family.direct_forces_only and regress and not direct:
+        raise PruneError(f"--forces {forces}: {family.label} predicts forces directly; use --forces direct or none")
     if regress is not None:
-        model["regress_forces"], model["direct_forces"] = regress, direct
+        model["regress_forces"] = regress
+        if not family.direct_forces_only:
+            model["direct_forces"] = direct
     return model
 
 
-def check_blocks(blocks: Sequence[int], num_blocks: int) -> list[int]:
+def check_blocks(blocks: Sequence[int], num_blocks: int, kind: str = "interaction") -> list[int]:
     """Validated block counts, largest first (the largest is the reference)."""
     blocks = list(blocks)
     if not blocks:
@@ -129,7 +168,7 @@ def check_blocks(blocks: Sequence[int], num_blocks: int) -> list[int]:
         raise PruneError(f"--blocks {','.join(map(str, blocks))} has duplicates")
     bad = [k for k in blocks if not 1 <= k <= num_blocks]
     if bad:
-        raise PruneError(f"--blocks {bad} out of range: the model has {num_blocks} interaction blocks (keep 1..{num_blocks})")
+        raise PruneError(f"--blocks {bad} out of range: the model has {num_blocks} {kind} blocks (keep 1..{num_blocks})")
     return sorted(blocks, reverse=True)
 
 
@@ -177,22 +216,24 @@ def fast_init() -> Iterator[None]:
 
 
 def build_models(architecture: dict, k: int, device: str, init: str = "fast", seed: int = 0):
-    """(``gemnet_oc_reduced`` keeping the first k of b blocks, stock ``gemnet_oc`` with k blocks
-    carrying the same weights), both in eval mode on ``device``."""
+    """(the reduced model keeping the first k of b blocks, the stock model with k blocks carrying the
+    same weights), both in eval mode on ``device``: ``gemnet_oc_reduced`` / ``gemnet_oc`` or
+    ``equiformer_v2_reduced`` / ``equiformer_v2`` (:func:`family_of`)."""
     from fairchem.core.common.registry import registry
-    import fairchem.core.models.gemnet_oc.gemnet_oc  # noqa: F401  (registers gemnet_oc)
-    import fairchem_prune.models.gemnet_oc_reduced  # noqa: F401  (registers gemnet_oc_reduced)
+    import fairchem_prune.models.equiformer_v2_reduced  # noqa: F401  (registers fairchem's equiformer_v2 too)
+    import fairchem_prune.models.gemnet_oc_reduced  # noqa: F401  (registers fairchem's gemnet_oc too)
 
+    family = family_of(architecture)
     config = copy.deepcopy(architecture)
-    num_blocks = config.pop("num_blocks")
+    num_blocks = config.pop(family.block_key)
     context = fast_init() if init == "fast" else contextlib.nullcontext()
     torch.manual_seed(seed + k)
     with context:
         try:
-            reduced = registry.get_model_class("gemnet_oc_reduced")(num_blocks=num_blocks, num_blocks_kept=k, **config)
+            reduced = registry.get_model_class(family.reduced)(**{family.block_key: num_blocks}, num_blocks_kept=k, **config)
         except TypeError as err:
-            raise PruneError(f"model config not accepted by gemnet_oc: {err}") from None
-        stock = registry.get_model_class("gemnet_oc")(num_blocks=k, **config)
+            raise PruneError(f"model config not accepted by {family.stock}: {err}") from None
+        stock = registry.get_model_class(family.stock)(**{family.block_key: k}, **config)
     stock.load_state_dict(reduced.state_dict())  # copied: the two models never share memory (nor caches)
     return reduced.to(device).eval(), stock.to(device).eval()
 
@@ -214,10 +255,6 @@ def _autocast(device: str, dtype: str):
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
-
-
-def forces_are_gradients(model: torch.nn.Module) -> bool:
-    return bool(getattr(model, "regress_forces", False)) and not bool(getattr(model, "direct_forces", False))
 
 
 def inference_pass(model: torch.nn.Module, batches: Sequence, device: str, dtype: str) -> list[dict]:
@@ -365,7 +402,8 @@ def run_benchmark(
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Benchmark ``gemnet_oc_reduced`` and stock ``gemnet_oc`` at each block count in ``blocks``.
+    """Benchmark the reduced and the stock model (``gemnet_oc_reduced`` and ``gemnet_oc``, or
+    ``equiformer_v2_reduced`` and ``equiformer_v2``, by the config) at each block count in ``blocks``.
 
     Returns the JSON-ready result: ``{"environment", "settings", "reference_blocks", "rows": [...],
     "notes"}``, one row per block count (largest first, the reference); see :func:`format_table` and
@@ -390,7 +428,8 @@ def run_benchmark(
         torch.set_num_threads(threads)
 
     architecture = load_architecture(config_path, forces, overrides)
-    blocks = check_blocks(blocks, architecture["num_blocks"])
+    family = family_of(architecture)
+    blocks = check_blocks(blocks, architecture[family.block_key], family.block_kind)
     batches, natoms = load_batches(data, batch_size, num_batches, device)
     samples = len(natoms)
     notes = []
@@ -416,6 +455,7 @@ def run_benchmark(
         except RuntimeError as err:
             raise PruneError(f"the {kind} {k}-block model failed on {device}/{dtype}: {str(err).splitlines()[0]}") from None
         memory = measure_peak_memory(model, batches, device, dtype)
+        torch.manual_seed(seed)  # the same EquiformerV2 edge frames in the reduced and the stock pass
         outputs[key] = inference_pass(model, batches, device, dtype)
         rows[k][kind] = {
             "params": sum(p.numel() for p in model.parameters()),
@@ -488,13 +528,14 @@ def run_benchmark(
         row["peak_memory_mb"] = red["memory"]["peak_bytes"] / 2**20
         row["finetune_speedup"] = _ratio(ref["finetune_step_s"], row["finetune_step_s"])
 
+    regress_forces = bool(architecture.get("regress_forces", True))
     settings = {
-        "config": str(config_path), "data": str(data), "blocks": blocks, "batch_size": batch_size,
+        "family": family.label, "config": str(config_path), "data": str(data), "blocks": blocks, "batch_size": batch_size,
         "num_batches": num_batches, "samples": samples, "atoms_per_sample_mean": sum(natoms) / samples,
         "device": device, "dtype": dtype, "repeats": repeats, "warmup": warmup,
         "finetune_repeats": finetune_repeats, "forces": forces,
-        "regress_forces": bool(architecture.get("regress_forces", True)),
-        "direct_forces": bool(architecture.get("direct_forces", False)),
+        "regress_forces": regress_forces,
+        "direct_forces": regress_forces if family.direct_forces_only else bool(architecture.get("direct_forces", False)),
         "overrides": list(overrides), "init": init, "seed": seed,
         "architecture": {k: v for k, v in architecture.items()},
     }
@@ -520,7 +561,7 @@ def format_table(result: dict) -> str:
     env, settings = result["environment"], result["settings"]
     ref = result["reference_blocks"]
     header = (
-        f"GemNet-OC block reduction benchmark: {settings['config']} (forces: {settings['forces']}), "
+        f"{settings['family']} block reduction benchmark: {settings['config']} (forces: {settings['forces']}), "
         f"{settings['samples']} structures of {settings['data']} (mean {settings['atoms_per_sample_mean']:.1f} atoms) "
         f"in batches of {settings['batch_size']}\n"
         f"device {env['device']} ({env['device_name']}), {env['threads']} torch threads, {settings['dtype']}, "

@@ -66,8 +66,9 @@ def _register_fairchem_models() -> None:
 
 @dataclass
 class ModelSource:
-    """A model rebuilt from a checkpoint, with its (EMA) weights loaded. Subclasses name the attribute
-    that holds the blocks (``BLOCKS``) and the layers each hydra head module owns (``HEAD_LAYERS``)."""
+    """A model rebuilt from a checkpoint, with its (EMA) weights loaded. Subclasses name the
+    architecture (``ARCHITECTURE``), its block-reduced model (``REDUCED``), the attribute that holds
+    the blocks (``BLOCKS``) and the layers each hydra head module owns (``HEAD_LAYERS``)."""
 
     path: Path
     checkpoint: dict
@@ -75,6 +76,8 @@ class ModelSource:
     model: nn.Module
     used_ema: bool
 
+    ARCHITECTURE: ClassVar[str] = ""
+    REDUCED: ClassVar[str] = ""
     BLOCKS: ClassVar[str] = ""
     HEAD_LAYERS: ClassVar[dict[str, tuple[str, ...]]] = {}
 
@@ -127,6 +130,8 @@ class ModelSource:
 class GemNetSource(ModelSource):
     """A GemNet-OC source; its FinalMLP and output layers live in the hydra heads."""
 
+    ARCHITECTURE = "gemnet_oc"
+    REDUCED = "gemnet_oc_reduced"
     BLOCKS = "int_blocks"
     HEAD_LAYERS = HEAD_LAYERS
 
@@ -216,3 +221,35 @@ def load_gemnet_source(path: str | Path, checkpoint: dict | None = None) -> GemN
     model = _build(model_config, path)
     used_ema = load_checkpoint_weights(model, checkpoint, path)
     return GemNetSource(path=path, checkpoint=checkpoint, model_config=model_config, model=model.eval(), used_ema=used_ema)
+
+
+def checkpoint_architecture(model_config: dict, path: str | Path) -> str:
+    """``"gemnet_oc"`` or ``"equiformer_v2"`` for a checkpoint's model config; PruneError otherwise."""
+    from fairchem_prune import eqv2_slicing
+
+    name = model_config["name"]
+    backbone = model_config.get("backbone") if name == "hydra" else None
+    backbone = backbone.get("model") if isinstance(backbone, dict) else None
+    if eqv2_slicing.is_equiformer_v2_config(model_config):
+        return "equiformer_v2"
+    if name in MONOLITHIC_MODELS or backbone in BACKBONE_MODELS:
+        return "gemnet_oc"
+    found = f"hydra model with a {backbone!r} backbone" if name == "hydra" else f"{name!r} model"
+    raise PruneError(
+        f"checkpoint {path} holds a {found}; fairchem-prune reduces GemNet-OC ({', '.join(MONOLITHIC_MODELS)}, "
+        f"or hydra with a {' / '.join(BACKBONE_MODELS)} backbone) and EquiformerV2 "
+        f"({', '.join(eqv2_slicing.MONOLITHIC_MODELS)}, or hydra with a "
+        f"{' / '.join(eqv2_slicing.BACKBONE_MODELS)} backbone)"
+    )
+
+
+def load_source(path: str | Path) -> ModelSource:
+    """The :class:`GemNetSource` or :class:`~fairchem_prune.eqv2_slicing.EquiformerV2Source` of
+    checkpoint ``path``, by the architecture of its model config."""
+    from fairchem_prune.eqv2_slicing import load_equiformer_v2_source
+
+    path = Path(path)
+    checkpoint = read_checkpoint(path)
+    if checkpoint_architecture(checkpoint_model_config(checkpoint, path), path) == "equiformer_v2":
+        return load_equiformer_v2_source(path, checkpoint)
+    return load_gemnet_source(path, checkpoint)

@@ -61,6 +61,8 @@ def slice_blocks(state_dict: Mapping[str, torch.Tensor], kept: Sequence[int]) ->
 class EquiformerV2Source(ModelSource):
     """An EquiformerV2 source; its energy and force blocks live in the hydra heads."""
 
+    ARCHITECTURE = "equiformer_v2"
+    REDUCED = "equiformer_v2_reduced"
     BLOCKS = "blocks"
     HEAD_LAYERS = HEAD_LAYERS
 

@@ -1,9 +1,10 @@
-"""Access to the per-block outputs and FinalMLP features of a (reduced) GemNet-OC forward pass.
+"""Access to the per-block outputs and FinalMLP features of a (reduced) GemNet-OC forward pass, and
+the distillation features of either architecture.
 
 These are what block relevance (GradCAM) and node-to-node / edge-to-edge distillation use. They are
 recorded with forward hooks on the FinalMLP (``out_mlp_E`` and ``out_mlp_F``, in the model itself or
 in a hydra model's heads), so the model's forward pass stays fairchem's and nothing is recorded
-outside the context manager.
+outside the context manager. EquiformerV2's are in :mod:`fairchem_prune.models.equiformer_v2_reduced`.
 """
 
 from __future__ import annotations
@@ -86,3 +87,23 @@ def capture_final_mlp_features(model: nn.Module) -> Iterator[FinalMLPFeatures]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def capture_distillation_features(model: nn.Module, architecture: str) -> Iterator[tuple[list, list]]:
+    """Record, in each forward pass of ``model``, the features that node-to-node (n2n) and
+    edge-to-edge (e2e) distillation compare. Yields ``(node, edge)``, two lists refilled by each pass:
+
+    * ``"gemnet_oc"``: the output of each node (energy) FinalMLP layer, each (|V|, d_atom), and of
+      each edge (force) FinalMLP layer, each (|E|, d_edge) (empty without a direct-force branch);
+    * ``"equiformer_v2"``: the final node embedding that the heads read, one tensor
+      (|V|, sum (lmax+1)^2, sphere_channels); no edge features (e2e is not defined).
+    """
+    if architecture == "equiformer_v2":
+        from fairchem_prune.models.equiformer_v2_reduced import capture_node_embedding
+
+        with capture_node_embedding(model) as node:
+            yield node, []
+    else:
+        with capture_final_mlp_features(model) as features:
+            yield features.node_layers, features.edge_layers

@@ -14,8 +14,14 @@ the P partitions, each averaged over rows (atoms or edges of all samples) and fe
 
 ``combined`` is the mean of the two branches' scores (energy only for models without a direct-force
 branch). Other architectures plug in through :func:`block_taps`: they give, per branch, the tensors to
-differentiate and how to split them into per-block features (EquiformerV2: each block's output
-embedding, no concatenation).
+differentiate and how to split them into per-block features.
+
+EquiformerV2 has no FinalMLP; its features are the outputs x_k of the b transformer blocks, each
+(|V|, sum (lmax+1)^2, sphere_channels), named ``b_k`` for block k of the original model (0-based, as
+in ``kept_blocks``). They form one node branch, reported as ``energy`` (``forces`` is null, so
+``combined`` equals it), whose r = ReLU(x_k * dL0/dx_k) comes from the whole task loss (energy and
+forces: both heads read the last block). Unlike GemNet-OC's partitions, which feed the FinalMLP
+directly, x_k also feeds the later blocks, so dL0/dx_k includes every path through them.
 """
 
 from __future__ import annotations
@@ -52,13 +58,19 @@ class BranchTap:
 @contextlib.contextmanager
 def block_taps(model: nn.Module) -> Iterator[Callable[[], dict[str, BranchTap]]]:
     """Record the block features of ``model``'s forward passes; yields a function returning the
-    :class:`BranchTap` of each branch (``energy``, ``forces`` where present) of the last pass."""
+    :class:`BranchTap` of each branch (``energy``, ``forces`` where present) of the last pass:
+    GemNet-OC's FinalMLP inputs, or EquiformerV2's b' block outputs (one ``energy`` branch)."""
     from fairchem_prune.features import capture_final_mlp_features, final_mlps
+    from fairchem_prune.models.equiformer_v2_reduced import capture_block_outputs, is_equiformer_v2
 
+    if is_equiformer_v2(model):
+        with capture_block_outputs(model) as outputs:
+            yield lambda: {"energy": BranchTap(list(outputs), list)}
+        return
     try:
         final_mlps(model)
     except ValueError as err:
-        raise PruneError(f"block relevance needs a GemNet-OC model with a FinalMLP: {err}") from None
+        raise PruneError(f"block relevance needs a GemNet-OC model with a FinalMLP or an EquiformerV2 model: {err}") from None
 
     with capture_final_mlp_features(model) as features:
 
@@ -73,10 +85,15 @@ def block_taps(model: nn.Module) -> Iterator[Callable[[], dict[str, BranchTap]]]
 
 
 def block_names(model: nn.Module) -> list[str]:
-    """``f_1`` (embedding) and ``f_{k+2}`` for each block k of the original model (a reduced model
-    keeps its original block numbers: kept blocks [0, 1, 3] give f_1, f_2, f_3, f_5)."""
-    gemnet = getattr(model, "backbone", model)
-    blocks = getattr(gemnet, "source_blocks", range(len(gemnet.int_blocks)))
+    """GemNet-OC: ``f_1`` (embedding) and ``f_{k+2}`` for each block k of the original model (a
+    reduced model keeps its original block numbers: kept blocks [0, 1, 3] give f_1, f_2, f_3, f_5).
+    EquiformerV2: ``b_k`` for each block k of the original model (kept blocks [0, 1, 3]: b_0, b_1, b_3)."""
+    from fairchem_prune.models.equiformer_v2_reduced import is_equiformer_v2
+
+    core = getattr(model, "backbone", model)
+    if is_equiformer_v2(model):
+        return [f"b_{k}" for k in getattr(core, "source_blocks", range(len(core.blocks)))]
+    blocks = getattr(core, "source_blocks", range(len(core.int_blocks)))
     return ["f_1"] + [f"f_{k + 2}" for k in blocks]
 
 

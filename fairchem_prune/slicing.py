@@ -185,7 +185,7 @@ def slice_checkpoint(
     ``seed`` seeds the fresh initialisation used by ``mlp_init="random"``. ``checkpoint`` may be a
     GemNet-OC or an EquiformerV2 checkpoint (monolithic or hydra).
     """
-    from fairchem_prune.checkpoints import checkpoint_model_config, load_gemnet_source, read_checkpoint
+    from fairchem_prune.checkpoints import load_source
 
     source_path, output = Path(checkpoint), Path(output)
     if mlp_init not in MLP_INIT_CHOICES:
@@ -197,21 +197,19 @@ def slice_checkpoint(
     if not output.parent.is_dir():
         raise PruneError(f"output folder {output.parent} does not exist; create it first")
 
-    source_checkpoint = read_checkpoint(source_path)
+    source = load_source(source_path)
     block_kind = "interaction"
-    if _architecture(checkpoint_model_config(source_checkpoint, source_path), source_path) == "equiformer_v2":
-        from fairchem_prune.eqv2_slicing import build_reduced_equiformer_v2, load_equiformer_v2_source
+    if source.ARCHITECTURE == "equiformer_v2":
+        from fairchem_prune.eqv2_slicing import build_reduced_equiformer_v2
 
         if mlp_init != "sliced":
             raise PruneError(
                 f"mlp_init={mlp_init!r} applies to GemNet-OC's FinalMLP; EquiformerV2 has none, leave it out"
             )
-        source = load_equiformer_v2_source(source_path, source_checkpoint)
         kept = resolve_kept_blocks(source.num_blocks, num_blocks_kept, kept_blocks)
         model, model_config = build_reduced_equiformer_v2(source, kept)
         mlp_init, block_kind = None, "transformer"
     else:
-        source = load_gemnet_source(source_path, source_checkpoint)
         kept = resolve_kept_blocks(source.num_blocks, num_blocks_kept, kept_blocks)
         torch.manual_seed(seed)
         model, model_config = build_reduced_model(source, kept, mlp_init)
@@ -246,23 +244,3 @@ def slice_checkpoint(
         block_kind=block_kind,
     )
 
-
-def _architecture(model_config: dict, path: Path) -> str:
-    """``"gemnet_oc"`` or ``"equiformer_v2"`` for a checkpoint's model config; PruneError otherwise."""
-    from fairchem_prune.checkpoints import BACKBONE_MODELS, MONOLITHIC_MODELS
-    from fairchem_prune import eqv2_slicing
-
-    name = model_config["name"]
-    backbone = model_config.get("backbone") if name == "hydra" else None
-    backbone = backbone.get("model") if isinstance(backbone, dict) else None
-    if eqv2_slicing.is_equiformer_v2_config(model_config):
-        return "equiformer_v2"
-    if name in MONOLITHIC_MODELS or backbone in BACKBONE_MODELS:
-        return "gemnet_oc"
-    found = f"hydra model with a {backbone!r} backbone" if name == "hydra" else f"{name!r} model"
-    raise PruneError(
-        f"checkpoint {path} holds a {found}; slicing supports GemNet-OC ({', '.join(MONOLITHIC_MODELS)}, "
-        f"or hydra with a {' / '.join(BACKBONE_MODELS)} backbone) and EquiformerV2 "
-        f"({', '.join(eqv2_slicing.MONOLITHIC_MODELS)}, or hydra with a "
-        f"{' / '.join(eqv2_slicing.BACKBONE_MODELS)} backbone)"
-    )

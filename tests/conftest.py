@@ -4,6 +4,10 @@ own format."""
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +18,17 @@ from fairchem.core.datasets import data_list_collater
 from fairchem.core.preprocessing import AtomsToGraphs
 
 import fairchem_prune.models.gemnet_oc_reduced  # noqa: F401  (registers the names in this process)
+
+FAIRCHEM = Path(sys.executable).parent / "fairchem"
+
+
+def fairchem(*args, cwd) -> str:
+    """Run the stock ``fairchem`` command (one thread per process); its output, asserting success."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # no thread oversubscription on a shared machine
+    result = subprocess.run([str(FAIRCHEM), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
 
 #: a GemNet-OC with every interaction type on, small enough to run in milliseconds
 TINY_GEMNET = dict(
@@ -34,6 +49,17 @@ TINY_HEADS = {
     "energy": {"module": "gemnet_oc_energy_and_grad_force_head", "num_global_out_layers": 1},
     "forces": {"module": "gemnet_oc_force_head", "num_global_out_layers": 1},
 }
+
+
+#: a 4-block EquiformerV2 small enough to run in ~0.1 s; grid_resolution 12 keeps its S2-grid
+#: equivariance error near float32 round-off (the default grid for lmax 2 gives ~15 % force errors)
+TINY_EQV2 = dict(
+    num_layers=4, sphere_channels=8, attn_hidden_channels=8, num_heads=2, attn_alpha_channels=4,
+    attn_value_channels=4, ffn_hidden_channels=8, lmax_list=[2], mmax_list=[1], grid_resolution=12,
+    edge_channels=8, num_sphere_samples=16, max_neighbors=20, max_radius=5.0, max_num_elements=90,
+    use_pbc=True, otf_graph=True, regress_forces=True,
+)
+TINY_EQV2_HEADS = {"energy": {"module": "equiformer_v2_energy_head"}, "forces": {"module": "equiformer_v2_force_head"}}
 
 
 def tiny_config(**changes) -> dict:
@@ -160,6 +186,15 @@ def to_batch(atoms_list, dtype=torch.float32):
         d.pos = d.pos.to(dtype)
         d.tags = d.tags.long()
     return data_list_collater(data)
+
+
+@pytest.fixture
+def one_thread():
+    """For tiny models: on a shared machine, intra-op threads cost ~20x more than they save."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture

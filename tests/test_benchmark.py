@@ -234,3 +234,77 @@ def test_jmp_l_default_config_counts_as_the_readme_table():
     architecture = benchmark.load_architecture(benchmark.DEFAULT_CONFIG, "none")
     counts = [count_config_parameters({"name": "gemnet_oc", **architecture, "num_blocks": k}) for k in (6, 4)]
     assert [round(c / 1e6, 2) for c in counts] == [160.61, 107.94]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# EquiformerV2: equiformer_v2_reduced against stock equiformer_v2 with num_layers k
+
+EQV2_BLOCKS = [4, 2, 1]
+
+
+@pytest.fixture(scope="module")
+def eqv2_config(tmp_path_factory):
+    import yaml
+    from conftest import TINY_EQV2
+
+    path = tmp_path_factory.mktemp("eqv2_bench") / "eqv2.yml"
+    path.write_text(yaml.safe_dump({"model": {"name": "equiformer_v2", **TINY_EQV2}}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def eqv2_result(eqv2_config, tiny_gemnet_files):
+    _, data = tiny_gemnet_files
+    torch.set_num_threads(1)
+    return benchmark.run_benchmark(
+        eqv2_config, data, EQV2_BLOCKS, batch_size=2, num_batches=1, repeats=1, warmup=0, finetune_repeats=1,
+        forces="direct", progress=False,
+    )
+
+
+def test_equiformer_v2_reduced_equals_stock_at_each_block_count(eqv2_result):
+    from conftest import TINY_EQV2
+
+    settings, rows = eqv2_result["settings"], eqv2_result["rows"]
+    assert settings["family"] == "EquiformerV2" and settings["direct_forces"] is True
+    assert settings["architecture"]["num_layers"] == 4 and "direct_forces" not in settings["architecture"]
+    assert [r["blocks"] for r in rows] == EQV2_BLOCKS
+    for row in rows:
+        k = row["blocks"]
+        assert row["reduced"]["params"] == count_config_parameters({"name": "equiformer_v2_reduced", **TINY_EQV2, "num_blocks_kept": k})
+        assert row["stock"]["params"] == count_config_parameters({"name": "equiformer_v2", **TINY_EQV2, "num_layers": k})
+        assert row["reduced"]["params"] == row["stock"]["params"]
+        assert row["reduced"]["flops"] == row["stock"]["flops"] and row["reduced"]["flops_by_op"] == row["stock"]["flops_by_op"]
+        assert row["max_abs_diff_vs_stock"] == 0.0  # same weights and seed (edge frames), same outputs
+        assert set(row) == DOCUMENTED_ROW_KEYS and row["finetune_step_s"] > 0
+    flops = [r["reduced"]["flops"] for r in rows]
+    assert all(a > b for a, b in zip(flops, flops[1:])), flops
+    # every transformer block costs the same: FLOPs are affine in k
+    per_block = [(a - b) / (ka - kb) for a, b, ka, kb in zip(flops, flops[1:], EQV2_BLOCKS, EQV2_BLOCKS[1:])]
+    assert max(per_block) == pytest.approx(min(per_block), rel=0.01)
+    assert benchmark.format_table(eqv2_result).startswith("EquiformerV2 block reduction benchmark")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"forces": "gradient"}, "--forces gradient: EquiformerV2 predicts forces directly; use --forces direct or none"),
+        ({"blocks": [5]}, "out of range: the model has 4 transformer blocks (keep 1..4)"),
+        ({"overrides": ["num_layers=0"]}, "model needs num_layers (the number of transformer blocks)"),
+        ({"overrides": ["kept_blocks=[0, 2]"]}, "sets kept_blocks; give the source architecture (num_layers) instead"),
+    ],
+)
+def test_equiformer_v2_bad_input_is_one_line_prune_error(eqv2_config, tiny_gemnet_files, kwargs, message):
+    _, data = tiny_gemnet_files
+    arguments = {"config_path": eqv2_config, "data": data, "blocks": [2], "batch_size": 2, "repeats": 1, "warmup": 0,
+                 "finetune_repeats": 0, "forces": "direct", "progress": False, **kwargs}
+    with pytest.raises(PruneError) as err:
+        benchmark.run_benchmark(**arguments)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_equiformer_v2_force_modes():
+    none = benchmark.load_architecture("configs/models/equiformer_v2_31m.yml", "none")
+    direct = benchmark.load_architecture("configs/models/equiformer_v2_31m.yml", "direct")
+    assert none["regress_forces"] is False and direct["regress_forces"] is True and "direct_forces" not in direct
+    assert none["num_layers"] == 8 and benchmark.family_of(none).stock == "equiformer_v2"

@@ -1,5 +1,6 @@
 """Every config in configs/ loads through fairchem's own loader; the fine-tuning configs are one per
-task and block count and differ only in the blocks kept."""
+task and block count and differ only in the blocks kept; the EquiformerV2 configs differ from the
+GemNet-OC ones only in the model (and, for distillation, the edge-to-edge term)."""
 
 from pathlib import Path
 
@@ -44,3 +45,42 @@ def test_per_block_configs_differ_only_in_blocks(task):
     assert config["model"]["regress_forces"] is not energy_only
     assert {split: config["dataset"][split]["src"] for split in ("train", "val", "test")} == \
         {split: f"data/{task}/{split}" for split in ("train", "val", "test")}
+
+
+@pytest.fixture(scope="module")
+def eqv2_checkpoint(tmp_path_factory):
+    """A random 8-block EquiformerV2 checkpoint: a stand-in for EquiformerV2 31M."""
+    from conftest import TINY_EQV2, build_perturbed, write_checkpoint
+
+    import fairchem_prune.models.equiformer_v2_reduced  # noqa: F401  (registers fairchem's equiformer_v2)
+
+    config = {"name": "equiformer_v2", **TINY_EQV2, "num_layers": 8}
+    path = tmp_path_factory.mktemp("eqv2") / "eqv2_8b.pt"
+    write_checkpoint(path, build_perturbed(config), config)
+    return path
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_equiformer_v2_config_is_the_task_with_another_model(task, eqv2_checkpoint):
+    eqv2, gemnet = load(CONFIGS / "finetune" / f"{task}_eqv2_6b.yml"), load(CONFIGS / "finetune" / f"{task}_6b.yml")
+    model, gemnet_model = eqv2.pop("model"), gemnet.pop("model")
+    assert eqv2 == gemnet  # data, targets, losses, metrics and the fine-tuning recipe
+    assert model["name"] == "equiformer_v2_reduced" and model["num_blocks_kept"] == 6
+    assert all(model[key] == gemnet_model[key] for key in ("regress_forces", "use_pbc", "otf_graph"))
+    # the model section builds the model (a tiny 8-block checkpoint in place of EquiformerV2 31M)
+    kwargs = {**model, "pretrained_checkpoint": str(eqv2_checkpoint)}
+    built = registry.get_model_class(kwargs.pop("name"))(**kwargs)
+    assert len(built.blocks) == 6 and built.regress_forces is model["regress_forces"]
+
+
+def test_equiformer_v2_distill_configs_are_the_gemnet_set_up_without_the_edge_term():
+    configs = {k: load(CONFIGS / "s2ef" / f"eqv2_distill_{k}b.yml") for k in (7, 6, 5, 4)}
+    assert all(configs[k]["model"].pop("num_blocks_kept") == k for k in configs)
+    assert all(configs[k] == configs[7] for k in configs)
+    eqv2, gemnet = configs[7], load(CONFIGS / "s2ef" / "distill_base.yml")
+    assert eqv2["trainer"] == "distill" and eqv2["model"]["name"] == "equiformer_v2_reduced"
+    assert eqv2["task"]["distill"].pop("e2e_weight") == 0 and gemnet["task"]["distill"].pop("e2e_weight") > 0
+    for config in (eqv2, gemnet):
+        config.pop("model")
+        config["task"]["distill"].pop("teacher_checkpoint")
+    assert eqv2 == gemnet  # the demo mix, the other loss weights, the budget, sampling and optimiser

@@ -1,6 +1,7 @@
-"""GradCAM block relevance: properties of the scores and of the gradient they use."""
+"""GradCAM block relevance: properties of the scores and of the gradient they use (GemNet-OC, EquiformerV2)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,13 +20,19 @@ TOOL = Path(__file__).parents[1] / "tools" / "block_relevance.py"
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, emt_lmdb):
+def train_set(emt_lmdb):
+    """The EMT training slabs (one LMDB environment per process: lmdb refuses a second)."""
+    return LmdbDataset({"src": str(emt_lmdb["train"])})
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, train_set):
     from conftest import build_stock, tiny_config, write_checkpoint
 
     path = tmp_path_factory.mktemp("rel") / "model.pt"
     config = {"name": "gemnet_oc", **tiny_config(num_blocks=3)}
     write_checkpoint(path, build_stock(config, seed=4), config)
-    return path, LmdbDataset({"src": str(emt_lmdb["train"])})
+    return path, train_set
 
 
 def scores(trainer, dataset, indices, batch_size):
@@ -74,18 +81,20 @@ def test_a_loss_that_reads_one_block_gives_it_all_relevance(setup):
     assert result["forces"] == [0.0, 1.0, 0.0, 0.0]
 
 
-def test_gradient_matches_finite_differences(setup):
-    path, dataset = setup
+def assert_gradient_matches_finite_differences(path, dataset, shifted, eps: float) -> None:
+    """The gradient dL/df that GradCAM uses, f the first tapped tensor of the checkpoint's model, against
+    central differences of the summed task loss at 6 random entries of f. ``shifted(model, shift)``
+    registers a hook adding ``shift`` to f and returns its handle. Every loss is evaluated from the same
+    random seed (EquiformerV2's edge frames)."""
     trainer = load_trainer(path)
     trainer.loss_functions = summed_task_loss(trainer.config)
     batch = data_list_collater([dataset[i] for i in range(2)], otf_graph=True)
     model = trainer.model
 
     def loss_with(shift=None):
-        handle = None
-        if shift is not None:
-            handle = model.out_mlp_E.register_forward_pre_hook(lambda m, args: (args[0] + shift,))
+        handle = shifted(model, shift) if shift is not None else None
         try:
+            torch.manual_seed(0)
             with torch.enable_grad():
                 return trainer._compute_loss(trainer._forward(batch.clone()), batch)
         finally:
@@ -94,20 +103,26 @@ def test_gradient_matches_finite_differences(setup):
 
     with block_taps(model) as taps, torch.enable_grad():
         loss = loss_with()
-        tap = taps()["energy"]
-        (grad,) = torch.autograd.grad(loss, tap.tensors)
-    f = tap.tensors[0]
+        f = taps()["energy"].tensors[0]
+        (grad,) = torch.autograd.grad(loss, [f])
     rng = np.random.default_rng(0)
     checked = 0
     for _ in range(6):
-        i, j = int(rng.integers(f.shape[0])), int(rng.integers(f.shape[1]))
-        eps = 1e-2
+        index = tuple(int(rng.integers(n)) for n in f.shape)
         delta = torch.zeros_like(f)
-        delta[i, j] = eps
+        delta[index] = eps
         fd = (loss_with(delta) - loss_with(-delta)).item() / (2 * eps)
-        assert fd == pytest.approx(grad[i, j].item(), rel=0.05, abs=2e-3)
-        checked += abs(grad[i, j].item()) > 1e-2
+        assert fd == pytest.approx(grad[index].item(), rel=0.05, abs=2e-3)
+        checked += abs(grad[index].item()) > 1e-2
     assert checked >= 2  # the comparison was not only between zeros
+
+
+def test_gradient_matches_finite_differences(setup):
+    path, dataset = setup
+    assert_gradient_matches_finite_differences(
+        path, dataset, lambda model, shift: model.out_mlp_E.register_forward_pre_hook(lambda m, args: (args[0] + shift,)),
+        eps=1e-2,
+    )
 
 
 def test_tool_writes_the_documented_json_and_a_plot(setup, emt_lmdb, tmp_path):
@@ -138,3 +153,82 @@ def test_tool_rejects_bad_input_with_one_line(setup, tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"error: data {tmp_path / 'missing'}: no such LMDB file or folder"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# EquiformerV2: GradCAM on the transformer blocks' outputs
+
+
+@pytest.fixture(scope="module")
+def eqv2_setup(tmp_path_factory, train_set):
+    """(checkpoint, dataset) of a random 3-block EquiformerV2."""
+    from conftest import TINY_EQV2, build_perturbed, write_checkpoint
+
+    import fairchem_prune.models.equiformer_v2_reduced  # noqa: F401  (registers fairchem's equiformer_v2)
+
+    path = tmp_path_factory.mktemp("rel_eqv2") / "eqv2.pt"
+    config = {"name": "equiformer_v2", **TINY_EQV2, "num_layers": 3}
+    write_checkpoint(path, build_perturbed(config, seed=4), config)
+    return path, train_set
+
+
+def test_equiformer_v2_scores_are_one_node_branch_over_the_blocks(eqv2_setup, one_thread):
+    path, dataset = eqv2_setup
+    trainer = load_trainer(path)
+    base = scores(trainer, dataset, list(range(6)), batch_size=2)
+    assert len(base["energy"]) == 3 and base["forces"] == [None] * 3 and base["combined"] == base["energy"]
+    assert min(base["energy"]) > 0 and sum(base["energy"]) == pytest.approx(1.0, abs=1e-12)
+    assert max(base["energy"]) < 0.9
+    # batching changes the edge frames' random rolls, hence the scores at the model's equivariance error
+    doubled = scores(trainer, dataset, list(range(6)), batch_size=3)
+    np.testing.assert_allclose(doubled["energy"], base["energy"], rtol=1e-3)
+
+
+def test_equiformer_v2_zeroed_block_output_cuts_the_relevance_of_the_blocks_before_it(eqv2_setup, one_thread):
+    """Block 1's output zeroed: it gets no relevance, and neither does block 0, whose output reaches the
+    loss only through block 1 (the residual stream); block 2 gets all of it."""
+    path, dataset = eqv2_setup
+    trainer = load_trainer(path)
+
+    def zero(module, args, output):
+        output.embedding = output.embedding * 0  # still in the graph
+
+    handle = trainer.model.blocks[1].register_forward_hook(zero)
+    result = scores(trainer, dataset, list(range(4)), batch_size=2)
+    handle.remove()
+    assert result["energy"] == [0.0, 0.0, 1.0]
+
+
+def test_equiformer_v2_gradient_matches_finite_differences(eqv2_setup, one_thread):
+    """dL/dx of block 0's output; the summed float32 loss is ~2e3 here, so the step is 0.1 (at 1e-2
+    round-off dominates)."""
+    path, dataset = eqv2_setup
+
+    def shifted(model, shift):
+        def add(module, args, output):
+            output.embedding = output.embedding + shift
+
+        return model.blocks[0].register_forward_hook(add)
+
+    assert_gradient_matches_finite_differences(path, dataset, shifted, eps=0.1)
+
+
+def test_tool_names_equiformer_v2_blocks_by_their_original_index(eqv2_setup, emt_lmdb, tmp_path):
+    from fairchem_prune.slicing import slice_checkpoint
+
+    path, _ = eqv2_setup
+    sliced = tmp_path / "kept_0_2.pt"
+    slice_checkpoint(path, sliced, kept_blocks=[0, 2])
+    out = tmp_path / "relevance.json"
+    result = subprocess.run(
+        [sys.executable, str(TOOL), "--checkpoint", str(sliced), "--data", str(emt_lmdb["val"]), "--num-samples", "4",
+         "--batch-size", "2", "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["blocks"] == ["b_0", "b_2"]
+    entry = data["datasets"]["val"]
+    assert entry["forces"] == [None, None] and entry["raw"]["forces"] == [None, None]
+    assert entry["combined"] == entry["energy"] and sum(entry["energy"]) == pytest.approx(1.0)
+    assert "b_2" in result.stdout

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Layer-by-layer ablation: one fine-tuning run per removed interaction block, then a summary.
+"""Layer-by-layer ablation: one fine-tuning run per removed block (GemNet-OC or EquiformerV2), then a summary.
 
     python tools/ablate_blocks.py --config configs/finetune/demo_s2ef_4b.yml --pretrained teacher.pt \
         --out ablation/ -- --cpu --optim.max_epochs=5

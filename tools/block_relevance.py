@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""GradCAM block relevance of a GemNet-OC checkpoint on one or more LMDB data sets.
+"""GradCAM block relevance of a GemNet-OC or EquiformerV2 checkpoint on one or more LMDB data sets.
 
     python tools/block_relevance.py --checkpoint CKPT --data oc20/ --data ani1x/ --num-samples 1000 \
         --out relevance.json --plot relevance.png

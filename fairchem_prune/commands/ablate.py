@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-DESCRIPTION = "fine-tune once per removed interaction block (layer-by-layer ablation) and summarise"
+DESCRIPTION = "fine-tune once per removed block (layer-by-layer ablation) and summarise"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

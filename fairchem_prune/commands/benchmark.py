@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 DESCRIPTION = ("efficiency of block reduction: throughput, GFLOPs, parameters, peak memory and fine-tuning step "
-               "time of gemnet_oc_reduced and stock gemnet_oc at each block count, measured side by side")
+               "time of gemnet_oc_reduced and stock gemnet_oc (or equiformer_v2_reduced and equiformer_v2) at each "
+               "block count, measured side by side")
 
 
 def block_counts(text: str) -> list[int]:
@@ -23,10 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fairchem_prune.benchmark import DEFAULT_CONFIG
 
     parser.add_argument("--config", default=DEFAULT_CONFIG,
-                        help=f"fairchem YAML whose model: section is a gemnet_oc architecture (default: {DEFAULT_CONFIG})")
+                        help=f"fairchem YAML whose model: section is a gemnet_oc or equiformer_v2 architecture (default: {DEFAULT_CONFIG})")
     parser.add_argument("--data", metavar="LMDB", help="fairchem LMDB file or folder; the first structures are used, in order")
     parser.add_argument("--blocks", default="6,5,4,3,2", metavar="K,K,...",
-                        help="interaction block counts to compare (default: 6,5,4,3,2; the largest is the reference)")
+                        help="block counts to compare (default: 6,5,4,3,2; the largest is the reference)")
     parser.add_argument("--batch-size", type=int, default=4, help="structures per batch (default: 4)")
     parser.add_argument("--num-batches", type=int, default=1,
                         help="batches per timed pass (default: 1); fine-tuning steps use the first batch")
@@ -35,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bfloat16 runs under torch.autocast (meant for CUDA; on CPU only fast with native bf16)")
     parser.add_argument("--forces", choices=("none", "gradient", "direct", "config"), default="none",
                         help="none: energy only (regress_forces false, direct_forces false, as JMP fine-tunes QM9; "
-                             "default); gradient: forces as -dE/dx (JMP's MD fine-tuning); direct: the direct-force "
-                             "branch; config: as the config says")
+                             "default); gradient: forces as -dE/dx (JMP's MD fine-tuning; GemNet-OC only); direct: the "
+                             "direct-force branch; config: as the config says")
     parser.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
                         help="change a model hyperparameter (value parsed as YAML), e.g. max_neighbors=20; repeatable")
     parser.add_argument("--repeats", type=int, default=5, help="timed inference passes per model (median; default 5)")

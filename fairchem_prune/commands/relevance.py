@@ -9,7 +9,7 @@ DESCRIPTION = "GradCAM relevance of each block's features for the task loss, per
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="fairchem checkpoint (gemnet_oc, gemnet_oc_reduced, hydra)")
+    parser.add_argument("--checkpoint", required=True, help="fairchem checkpoint (gemnet_oc, gemnet_oc_reduced, equiformer_v2, equiformer_v2_reduced, hydra)")
     parser.add_argument("--data", action="append", required=True, metavar="LMDB",
                         help="fairchem LMDB file or folder with energy/force labels; repeat for several data sets")
     parser.add_argument("--names", nargs="+", help="a name per --data (default: the LMDB folder names)")

@@ -141,13 +141,16 @@ class EquiformerV2ReducedBackbone(_BlockReduction, EquiformerV2Backbone):
     _stock = EquiformerV2Backbone
 
 
+def is_equiformer_v2(model: nn.Module) -> bool:
+    """Whether ``model`` is an EquiformerV2 model (reduced or not) or a hydra model with such a backbone."""
+    return isinstance(getattr(model, "backbone", model), (EquiformerV2, EquiformerV2Backbone))
+
+
 def transformer_blocks(model: nn.Module) -> nn.ModuleList:
     """The transformer blocks of an EquiformerV2 model or of a hydra model with such a backbone."""
-    owner = getattr(model, "backbone", model)
-    blocks = getattr(owner, "blocks", None)
-    if not isinstance(blocks, nn.ModuleList) or not isinstance(owner, (EquiformerV2, EquiformerV2Backbone)):
+    if not is_equiformer_v2(model):
         raise ValueError(f"{type(model).__name__} is not an EquiformerV2 model (no transformer blocks)")
-    return blocks
+    return getattr(model, "backbone", model).blocks
 
 
 @contextmanager
@@ -178,3 +181,25 @@ def capture_block_outputs(model: nn.Module) -> Iterator[list[torch.Tensor]]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def capture_node_embedding(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Record the final node embedding in each forward pass of ``model`` (as for
+    :func:`capture_block_outputs`): the output of the final norm, which both heads read.
+
+    Yields a list that, after a forward pass, holds one tensor of shape
+    (|V|, sum over resolutions of (lmax+1)^2, sphere_channels), in the autograd graph.
+    """
+    transformer_blocks(model)  # ValueError for other models
+    owner = getattr(model, "backbone", model)
+    embedding: list[torch.Tensor] = []
+
+    def record(_module, _args, output):
+        embedding[:] = [output]
+
+    handle = owner.norm.register_forward_hook(record)
+    try:
+        yield embedding
+    finally:
+        handle.remove()

@@ -9,14 +9,14 @@ so the distillation settings live in ``task.distill``::
         teacher_checkpoint: teacher.pt   # model rebuilt from the checkpoint's own config (EMA weights)
         force_weight: 1.0     # L1(student forces, teacher forces)
         energy_weight: 0.0    # L1(student energy, teacher energy)
-        n2n_weight: 1.0       # sum over FinalMLP layers l of L1(h_s^l, h_t^l), node (energy) branch
-        e2e_weight: 1.0       # the same on the edge (force) branch
+        n2n_weight: 1.0       # node-to-node: sum over FinalMLP layers l of L1(h_s^l, h_t^l), node (energy) branch
+        e2e_weight: 1.0       # edge-to-edge: the same on the edge (force) branch (GemNet-OC only)
         gt_weight: 0.0        # the ordinary fairchem loss against the labels (0 = pure distillation)
         max_samples: null     # budget in structures (one epoch of that many); else optim.max_epochs
         sampling: proportional  # across the .lmdb sources of dataset.train.src: proportional | uniform | temperature
         temperature: 2.0
     model:
-      name: gemnet_oc_reduced
+      name: gemnet_oc_reduced # equiformer_v2_reduced for an EquiformerV2 teacher
       num_blocks_kept: 4      # pretrained_checkpoint defaults to the teacher (sliced initialisation)
 
 The loss is  gt_weight * L_gt + force_weight * L_F + energy_weight * L_E + n2n_weight * L_n2n +
@@ -24,8 +24,18 @@ e2e_weight * L_e2e, every L1 a mean over elements across all ranks (fairchem's `
 are compared in the normalised space the teacher was trained in: the student takes the teacher
 checkpoint's normalizers and element references. The teacher is frozen, in eval mode, run on the same
 batch, device and autocast precision (under ``no_grad`` unless its forces are energy gradients), and
-replicated on each rank, never wrapped in DDP. Checkpoints hold the student only, as an ordinary
-``gemnet_oc_reduced`` checkpoint with a self-contained config.
+replicated on each rank, never wrapped in DDP. It replays the random draws of the student's pass, so
+that EquiformerV2's random edge-frame rolls are the same in both (GemNet-OC draws none). Checkpoints
+hold the student only, as an ordinary ``gemnet_oc_reduced`` / ``equiformer_v2_reduced`` checkpoint
+with a self-contained config.
+
+EquiformerV2 (monolithic ``equiformer_v2`` / ``equiformer_v2_reduced`` teacher, student
+``equiformer_v2_reduced``) has no FinalMLP. Its n2n term is L1(x_s, x_t) between the final node
+embeddings, the output of the final norm that both heads read, each (|V|, sum (lmax+1)^2,
+sphere_channels): like GemNet-OC's FinalMLP features, the representation at the readout, the same
+position in student and teacher whichever blocks are kept (matching each kept block to its source
+block would pin the student's last block to the teacher's intermediate features, which its heads were
+not trained to read). It has no edge features: ``e2e_weight`` must be 0.
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
 import torch
@@ -42,12 +54,12 @@ from fairchem.core.common.registry import registry
 from fairchem.core.modules.loss import DDPLoss
 from fairchem.core.trainers import OCPTrainer
 
-from fairchem_prune.checkpoints import load_gemnet_source
+from fairchem_prune.checkpoints import load_source
 from fairchem_prune.errors import PruneError
-from fairchem_prune.features import capture_final_mlp_features
+from fairchem_prune.features import capture_distillation_features
+from fairchem_prune.models import forces_are_gradients
 from fairchem_prune.sampling import SAMPLING_CHOICES, SourceBalancedBatchSampler, source_ids, source_probabilities
 
-STUDENT_MODELS = ("gemnet_oc_reduced",)
 WEIGHTS = ("force_weight", "energy_weight", "n2n_weight", "e2e_weight", "gt_weight")
 
 
@@ -92,6 +104,31 @@ def _mlp_signature(mlp) -> tuple | None:
     return mlp[0].linear.out_features, [tuple(p.shape) for p in mlp[1:].parameters()]
 
 
+def _feature_widths(model, architecture: str) -> dict:
+    """The widths of the compared features, which do not depend on the number of blocks."""
+    if architecture == "equiformer_v2":
+        return {"node embedding": (model.sphere_channels, list(model.lmax_list), list(model.mmax_list))}
+    return {f"FinalMLPs ({layer})": _mlp_signature(getattr(model, layer, None)) for layer in ("out_mlp_E", "out_mlp_F")}
+
+
+def _rng_state(device) -> tuple:
+    """The CPU random state and, on CUDA, the device's."""
+    cuda = torch.device(device).type == "cuda"
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if cuda else None
+
+
+@contextmanager
+def _replayed_rng(state: tuple, device) -> Iterator[None]:
+    """Run the block from random state ``state`` (:func:`_rng_state`); afterwards the random stream
+    continues as if the block had not run."""
+    cpu, cuda = state
+    with torch.random.fork_rng(devices=[torch.device(device)] if cuda is not None else []):
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
+        yield
+
+
 @registry.register_trainer("distill")
 class DistillTrainer(OCPTrainer):
     """fairchem's ``OCPTrainer`` with a frozen teacher and the distillation loss."""
@@ -99,12 +136,17 @@ class DistillTrainer(OCPTrainer):
     # === set-up: teacher, student, normalizers, sampler ===
     def load_model(self) -> None:
         self.distill = DistillSettings.from_task(self.config["task"])
-        source = load_gemnet_source(self.distill.teacher_checkpoint)
+        source = load_source(self.distill.teacher_checkpoint)
+        self._architecture, self._student_name = source.ARCHITECTURE, source.REDUCED
         if source.is_hydra:
-            raise PruneError(f"teacher {source.path} is a hydra model; distillation takes a monolithic gemnet_oc teacher")
+            raise PruneError(f"teacher {source.path} is a hydra model; distillation takes a monolithic {source.ARCHITECTURE} teacher")
         model_config = self.config["model"]
-        if model_config.get("name") not in STUDENT_MODELS:
-            raise PruneError(f"the distill student must be model name {' or '.join(STUDENT_MODELS)}, got {model_config.get('name')!r}")
+        if model_config.get("name") != source.REDUCED:
+            raise PruneError(f"the distill student must be model name {source.REDUCED} for the {source.ARCHITECTURE} "
+                             f"teacher {source.path}, got {model_config.get('name')!r}")
+        if self.distill.e2e_weight and source.ARCHITECTURE == "equiformer_v2":
+            raise PruneError("task.distill.e2e_weight: the edge-to-edge term is not defined for EquiformerV2 "
+                             "(it has no edge features); set task.distill.e2e_weight: 0")
         model_config.setdefault("pretrained_checkpoint", self.distill.teacher_checkpoint)
         super().load_model()
         if isinstance(self.model, DistributedDataParallel):
@@ -115,11 +157,13 @@ class DistillTrainer(OCPTrainer):
             self.model = DistributedDataParallel(module, find_unused_parameters=True)
 
         student, teacher = self._unwrapped_model, source.model
-        if len(student.int_blocks) > len(teacher.int_blocks):
-            raise PruneError(f"the student keeps {len(student.int_blocks)} blocks but the teacher has {len(teacher.int_blocks)}")
-        for layer in ("out_mlp_E", "out_mlp_F"):
-            if _mlp_signature(getattr(student, layer, None)) != _mlp_signature(getattr(teacher, layer, None)):
-                raise PruneError(f"student and teacher FinalMLPs differ ({layer}); the student must be reduced from the teacher")
+        student_blocks, teacher_blocks = len(getattr(student, source.BLOCKS)), source.num_blocks
+        if student_blocks > teacher_blocks:
+            raise PruneError(f"the student keeps {student_blocks} blocks but the teacher has {teacher_blocks}")
+        teacher_widths = _feature_widths(teacher, source.ARCHITECTURE)
+        for part, widths in _feature_widths(student, source.ARCHITECTURE).items():
+            if widths != teacher_widths[part]:
+                raise PruneError(f"student and teacher {part} differ; the student must be reduced from the teacher")
         if self.distill.e2e_weight and getattr(student, "out_mlp_F", None) is None:
             raise PruneError("task.distill.e2e_weight > 0 needs direct-force models (an edge FinalMLP, out_mlp_F)")
         self.teacher = teacher.to(self.device).eval()
@@ -127,7 +171,7 @@ class DistillTrainer(OCPTrainer):
             param.requires_grad_(False)
         self._teacher_checkpoint = source.checkpoint
         self._l1 = DDPLoss("mae", "mean")
-        logging.info(f"distill: teacher {source.path} ({len(teacher.int_blocks)} blocks), "
+        logging.info(f"distill: teacher {source.path} ({teacher_blocks} blocks), "
                      f"student keeps {student.kept_blocks} ({sum(p.numel() for p in student.parameters()):,} parameters)")
 
     def load_references_and_normalizers(self) -> None:
@@ -169,21 +213,22 @@ class DistillTrainer(OCPTrainer):
                      + f"; {len(self.train_sampler)} steps per epoch")
 
     # === one step: student and teacher on the same batch ===
-    def _teacher_forward(self, batch) -> tuple[dict, object]:
-        gradient_forces = self.teacher.regress_forces and not self.teacher.direct_forces
-        with torch.set_grad_enabled(gradient_forces), capture_final_mlp_features(self.teacher) as features:
+    def _teacher_forward(self, batch, rng: tuple) -> tuple[dict, tuple[list, list]]:
+        """Teacher outputs (energy (B, 1), forces (|V|, 3)) and (node, edge) features, detached,
+        from the random state ``rng`` that the student's pass started from."""
+        with (torch.set_grad_enabled(forces_are_gradients(self.teacher)), _replayed_rng(rng, self.device),
+              capture_distillation_features(self.teacher, self._architecture) as (node, edge)):
             raw = self.teacher(batch)
         sizes = {"energy": batch.natoms.numel(), "forces": int(batch.natoms.sum())}
         outputs = {key: raw[key].detach().view(sizes[key], -1) for key in sizes if key in raw}
-        features.node_layers[:] = [h.detach() for h in features.node_layers]
-        features.edge_layers[:] = [m.detach() for m in features.edge_layers]
-        return outputs, features
+        return outputs, ([h.detach() for h in node], [m.detach() for m in edge])
 
     def _forward(self, batch):
         batch = batch.to(self.device)
-        with capture_final_mlp_features(self._unwrapped_model) as student_features:
+        rng = _rng_state(self.device)
+        with capture_distillation_features(self._unwrapped_model, self._architecture) as student_features:
             out = super()._forward(batch)
-        teacher_out, teacher_features = self._teacher_forward(batch)
+        teacher_out, teacher_features = self._teacher_forward(batch, rng)
         self._step = {"student": student_features, "teacher": teacher_features, "teacher_out": teacher_out}
         return out
 
@@ -204,9 +249,9 @@ class DistillTrainer(OCPTrainer):
         if settings.energy_weight:
             terms["energy"] = mae(out["energy"], step["teacher_out"]["energy"])
         if settings.n2n_weight:
-            terms["n2n"] = sum(mae(s, t) for s, t in zip(step["student"].node_layers, step["teacher"].node_layers))
+            terms["n2n"] = sum(mae(s, t) for s, t in zip(step["student"][0], step["teacher"][0]))
         if settings.e2e_weight:
-            pairs = list(zip(step["student"].edge_layers, step["teacher"].edge_layers))
+            pairs = list(zip(step["student"][1], step["teacher"][1]))
             if pairs[0][0].shape != pairs[0][1].shape:
                 raise PruneError("e2e distillation needs the teacher's edge graph: keep the student's cutoffs and max_neighbors")
             terms["e2e"] = sum(mae(s, t) for s, t in pairs)
@@ -235,10 +280,10 @@ class DistillTrainer(OCPTrainer):
                                                                   "total": diff.sum().item(), "numel": diff.numel()}, metrics)
         return metrics
 
-    # === checkpoints: the student only, as an ordinary gemnet_oc_reduced checkpoint ===
+    # === checkpoints: the student only, as an ordinary gemnet_oc_reduced / equiformer_v2_reduced checkpoint ===
     def _ordinary_config(self) -> dict:
         config = copy.deepcopy(self.config)
-        config["model"] = {"name": "gemnet_oc_reduced", **self._unwrapped_model.resolved_config}
+        config["model"] = {"name": self._student_name, **self._unwrapped_model.resolved_config}
         config["task"].pop("distill", None)
         return config
 

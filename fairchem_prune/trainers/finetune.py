@@ -4,7 +4,9 @@ fairchem 1.10 lacks, both read from the ``optim`` section:
 * layer-wise learning rates (``layerwise_lr: {embedding: m_e, blocks: [m_0, m_1, ...]}``): the atom
   embedding and output block 0 train at ``m_e * lr_initial``, interaction block i and output block
   i+1 at ``m_i * lr_initial``, everything else (bases, edge embedding, FinalMLP, heads) at
-  ``lr_initial``. A reduced model with k blocks uses ``m_0 .. m_{k-1}``.
+  ``lr_initial``. EquiformerV2 likewise: the atom embedding ``sphere_embedding`` at ``m_e``,
+  transformer block i (``blocks.i``) at ``m_i``, everything else (edge-degree embedding, final norm,
+  heads) at ``lr_initial``. A reduced model with k blocks uses ``m_0 .. m_{k-1}``.
 * ``scheduler: WarmupCosine``: linear warm-up from ``warmup_factor * lr`` over ``warmup_epochs``,
   cosine decay to ``lr_min_factor * lr`` at ``cosine_epochs``, constant after (fairchem's
   ``CosineLRLambda``, epochs converted to steps). It scales every parameter group's own rate.
@@ -22,11 +24,13 @@ from fairchem.core.trainers.ocp_trainer import OCPTrainer
 from fairchem_prune.errors import PruneError
 
 WARMUP_COSINE = "WarmupCosine"
-_BLOCK = re.compile(r"(?:^|\.)(atom_emb|int_blocks\.(\d+)|out_blocks\.(\d+))\.")
+#: GemNet-OC's atom_emb, int_blocks.i, out_blocks.i; EquiformerV2's sphere_embedding, blocks.i
+_BLOCK = re.compile(r"(?:^|\.)(atom_emb|sphere_embedding|(?:int_)?blocks\.(\d+)|out_blocks\.(\d+))\.")
 
 
 def lr_scale(name: str, embedding: float, blocks: list[float]) -> float:
-    """Learning-rate multiplier of the parameter ``name`` (GemNet-OC naming, any prefix)."""
+    """Learning-rate multiplier of the parameter ``name`` (GemNet-OC or EquiformerV2 naming, any
+    prefix)."""
     match = _BLOCK.search(name)
     if match is None:
         return 1.0

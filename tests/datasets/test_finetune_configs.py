@@ -1,16 +1,14 @@
 """Each task's fine-tuning config trains with the stock `fairchem --mode train` on data converted from
-its raw format (tiny 6-block checkpoint), and `--mode predict` output is scored by fairchem's Evaluator."""
+its raw format (tiny 6-block GemNet-OC, or 8-block EquiformerV2, checkpoint), and `--mode predict`
+output is scored by fairchem's Evaluator."""
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import build_stock, tiny_config, write_checkpoint
+from conftest import TINY_EQV2, build_perturbed, build_stock, fairchem, tiny_config, write_checkpoint
 from dataset_helpers import read_split
 from fairchem.core.modules.evaluator import Evaluator
 from test_md22 import write_md22
@@ -22,7 +20,6 @@ from test_spice import AMINO_ACIDS, write_spice
 from fairchem_prune.datasets import prepare_dataset
 
 REPO = Path(__file__).parents[2]
-FAIRCHEM = Path(sys.executable).parent / "fairchem"
 SIZES = {"train_size": 16, "val_size": 4, "test_size": 4}
 
 
@@ -56,33 +53,36 @@ TASKS = {"rmd17_aspirin": (4, raw_rmd17), "md22_acala3": (5, raw_md22), "spice_a
          "qm9_u0": (3, raw_qm9), "qmof_bandgap": (6, raw_qmof)}
 
 
-def fairchem(*args, cwd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # no thread oversubscription on a shared machine
-    result = subprocess.run([str(FAIRCHEM), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout + result.stderr
-
-
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    config = {"name": "gemnet_oc", **tiny_config(num_blocks=6)}
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_6b.pt"
-    write_checkpoint(path, build_stock(config), config)
-    return path
+def tiny_checkpoints(tmp_path_factory):
+    """Random pre-trained stand-ins: a 6-block GemNet-OC (JMP-L) and an 8-block EquiformerV2 (31M)."""
+    import fairchem_prune.models.equiformer_v2_reduced  # noqa: F401  (registers fairchem's equiformer_v2)
+
+    root = tmp_path_factory.mktemp("ckpt")
+    configs = {"gemnet": {"name": "gemnet_oc", **tiny_config(num_blocks=6)},
+               "eqv2": {"name": "equiformer_v2", **TINY_EQV2, "num_layers": 8}}
+    for name, config in configs.items():
+        write_checkpoint(root / f"{name}.pt", (build_stock if name == "gemnet" else build_perturbed)(config), config)
+    return {name: root / f"{name}.pt" for name in configs}
 
 
-@pytest.mark.parametrize("task", TASKS)
-def test_task_config_trains_and_predicts(task, tiny_checkpoint, tmp_path):
-    blocks, write_raw = TASKS[task]
+#: (task, config, architecture, the model class fairchem logs)
+CASES = [(task, f"{task}_{blocks}b.yml", "gemnet", "GemNetOCReduced") for task, (blocks, _) in TASKS.items()] + \
+        [(task, f"{task}_eqv2_6b.yml", "eqv2", "EquiformerV2Reduced") for task in TASKS]
+
+
+@pytest.mark.parametrize("task, config_name, architecture, model_class", CASES)
+def test_task_config_trains_and_predicts(task, config_name, architecture, model_class, tiny_checkpoints, tmp_path):
+    _, write_raw = TASKS[task]
     kind, raw, options = write_raw(tmp_path)
     data = tmp_path / "data" / task
     assert prepare_dataset(kind, raw, data, **SIZES, **options) == {"train": 16, "val": 4, "test": 4}
-    config = REPO / "configs" / "finetune" / f"{task}_{blocks}b.yml"
-    common = [f"--model.pretrained_checkpoint={tiny_checkpoint}", "--optim.batch_size=8", "--optim.eval_batch_size=8",
+    config = REPO / "configs" / "finetune" / config_name
+    common = [f"--model.pretrained_checkpoint={tiny_checkpoints[architecture]}", "--optim.batch_size=8", "--optim.eval_batch_size=8",
               "--optim.num_workers=0", *(f"--dataset.{s}.src={data / s}" for s in ("train", "val", "test"))]
     log = fairchem("--mode", "train", "--config-yml", config, "--cpu", "--run-dir", tmp_path, "--timestamp-id", "ft",
                    "--print-every", "1", "--optim.max_epochs=1", *common, cwd=tmp_path)
-    assert "Loaded GemNetOCReduced" in log
+    assert f"Loaded {model_class}" in log
     # lr of the first parameter group (smallest multiplier, 0.3) over 2 steps of the 10-step warm-up from 0.1
     lrs = [float(x) for x in re.findall(r"ocp_trainer\.py:\d+: \(INFO\): .*?lr: ([0-9.e+-]+)", log)]
     assert lrs == pytest.approx([8e-5 * 0.3 * 0.1, 8e-5 * 0.3 * 0.19], rel=1e-2)

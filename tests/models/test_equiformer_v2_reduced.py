@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import build_perturbed as build_stock, energy_forces, molecule_atoms, rel_err, slab_atoms, to_batch, write_checkpoint
+from conftest import TINY_EQV2, TINY_EQV2_HEADS, build_perturbed as build_stock, energy_forces, molecule_atoms, rel_err, slab_atoms, to_batch, write_checkpoint
 from fairchem.core.common.registry import registry
 from fairchem.core.models.equiformer_v2.equiformer_v2_deprecated import EquiformerV2
 
@@ -23,24 +23,13 @@ from fairchem_prune.models.equiformer_v2_reduced import capture_block_outputs
 
 Reduced = registry.get_model_class("equiformer_v2_reduced")
 
-#: a 4-block EquiformerV2 small enough to run in ~0.1 s; grid_resolution 12 keeps its S2-grid
-#: equivariance error near float32 round-off (the default grid for lmax 2 gives ~15 % force errors)
-TINY_EQV2 = dict(
-    num_layers=4, sphere_channels=8, attn_hidden_channels=8, num_heads=2, attn_alpha_channels=4,
-    attn_value_channels=4, ffn_hidden_channels=8, lmax_list=[2], mmax_list=[1], grid_resolution=12,
-    edge_channels=8, num_sphere_samples=16, max_neighbors=20, max_radius=5.0, max_num_elements=90,
-    use_pbc=True, otf_graph=True, regress_forces=True,
-)
-HEADS = {"energy": {"module": "equiformer_v2_energy_head"}, "forces": {"module": "equiformer_v2_force_head"}}
-
-
 def monolithic_config(**changes):
     return {"name": "equiformer_v2", **TINY_EQV2, **changes}
 
 
 def hydra_config(**changes):
     return {"name": "hydra", "backbone": {"model": "equiformer_v2_backbone", **TINY_EQV2, **changes},
-            "heads": copy.deepcopy(HEADS), "otf_graph": True}
+            "heads": copy.deepcopy(TINY_EQV2_HEADS), "otf_graph": True}
 
 
 def hand_copy(source, target, kept):
@@ -54,13 +43,7 @@ def hand_copy(source, target, kept):
             child.load_state_dict(getattr(source, name).state_dict())
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: on a shared machine, intra-op threads cost ~20x more than they save."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -229,7 +212,7 @@ def test_block_outputs_are_exposed(stock_checkpoint, tmp_path):
     # hydra models: the backbone's blocks
     hydra = registry.get_model_class("hydra")(
         backbone={"model": "equiformer_v2_reduced_backbone", "pretrained_checkpoint": str(path), "kept_blocks": [0, 2]},
-        heads=copy.deepcopy(HEADS),
+        heads=copy.deepcopy(TINY_EQV2_HEADS),
     ).eval()
     with capture_block_outputs(hydra) as hydra_outputs:
         energy_forces(hydra, batch)

@@ -1,4 +1,5 @@
-"""Parameter counts of JMP-L (configs/models/jmp_l.yml) reduced to 6..2 blocks (paper Table 2)."""
+"""Parameter counts of JMP-L (configs/models/jmp_l.yml) reduced to 6..2 blocks (paper Table 2), and of
+EquiformerV2 31M (configs/models/equiformer_v2_31m.yml)."""
 
 from pathlib import Path
 
@@ -24,3 +25,12 @@ def test_reduced_jmp_l_matches_paper_table_2(blocks):
     assert abs(count - PAPER[blocks]) / PAPER[blocks] <= 0.005, f"{blocks} blocks: {count:.2f}M"
     # the reduced model is exactly a stock GemNet-OC with that many blocks
     assert count_config_parameters({**JMP_L, "direct_forces": False, "num_blocks": blocks}) / 1e6 == count
+
+
+EQV2_31M = yaml.safe_load((Path(__file__).parents[2] / "configs" / "models" / "equiformer_v2_31m.yml").read_text())["model"]
+
+
+def test_equiformer_v2_31m_counts_31m_and_its_reduction_a_stock_model_with_fewer_layers():
+    assert count_config_parameters(EQV2_31M) == 31_058_690
+    reduced = count_config_parameters({**EQV2_31M, "name": "equiformer_v2_reduced", "num_blocks_kept": 6})
+    assert reduced == count_config_parameters({**EQV2_31M, "num_layers": 6}) < 31_058_690

@@ -81,3 +81,20 @@ def test_fairchem_prune_has_the_benchmark_command():
     from fairchem_prune.cli import COMMANDS
 
     assert COMMANDS["benchmark"] == "benchmark"
+
+
+def test_equiformer_v2_config_runs_through_the_same_options(tiny_gemnet_files, tmp_path, capsys):
+    from conftest import TINY_EQV2
+
+    _, data = tiny_gemnet_files
+    config = tmp_path / "eqv2.yml"
+    config.write_text(yaml.safe_dump({"model": {"name": "equiformer_v2_reduced", **TINY_EQV2}}))
+    out = tmp_path / "bench.json"
+    argv = ["--config", str(config), "--data", str(data), "--blocks", "4,2", "--batch-size", "2", "--repeats", "1",
+            "--warmup", "0", "--finetune-repeats", "1", "--threads", "1", "--forces", "direct", "--out", str(out)]
+    assert tool_main("benchmark", argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("EquiformerV2 block reduction benchmark") and printed.splitlines()[-1] == f"written {out}"
+    saved = json.loads(out.read_text())
+    assert [r["blocks"] for r in saved["rows"]] == [4, 2] and saved["rows"][1]["flop_bound_speedup"] > 1.5
+    assert saved["settings"]["regress_forces"] is True and saved["settings"]["direct_forces"] is True

@@ -4,28 +4,13 @@ import copy
 
 import pytest
 import torch
-from conftest import build_perturbed as build_stock, energy_forces, molecule_atoms, slab_atoms, to_batch, write_checkpoint
+from conftest import TINY_EQV2, TINY_EQV2_HEADS, build_perturbed as build_stock, energy_forces, molecule_atoms, slab_atoms, to_batch, write_checkpoint
 from fairchem.core.common.registry import registry
 
 import fairchem_prune.models.equiformer_v2_reduced  # noqa: F401  (imports and registers fairchem's EquiformerV2)
 from fairchem_prune.cli import tool_main
 
-TINY_EQV2 = dict(
-    num_layers=4, sphere_channels=8, attn_hidden_channels=8, num_heads=2, attn_alpha_channels=4,
-    attn_value_channels=4, ffn_hidden_channels=8, lmax_list=[2], mmax_list=[1], grid_resolution=12,
-    edge_channels=8, num_sphere_samples=16, max_neighbors=20, max_radius=5.0, max_num_elements=90,
-    use_pbc=True, otf_graph=True, regress_forces=True,
-)
-HEADS = {"energy": {"module": "equiformer_v2_energy_head"}, "forces": {"module": "equiformer_v2_force_head"}}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: on a shared machine, intra-op threads cost ~20x more than they save."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -73,7 +58,7 @@ def test_hydra_slice_equals_hand_built_stock_hydra(tmp_path):
     from fairchem.core.models.base import HydraModel
 
     config = {"name": "hydra", "backbone": {"model": "equiformer_v2_backbone", **TINY_EQV2},
-              "heads": copy.deepcopy(HEADS), "otf_graph": True}
+              "heads": copy.deepcopy(TINY_EQV2_HEADS), "otf_graph": True}
     stock = build_stock(config)
     torch.manual_seed(5)
     ema = [p.detach() + 0.05 * torch.randn_like(p) for p in stock.parameters() if p.requires_grad]
@@ -87,7 +72,7 @@ def test_hydra_slice_equals_hand_built_stock_hydra(tmp_path):
     assert type(reduced.backbone).__name__ == "EquiformerV2ReducedBackbone"
 
     target = HydraModel(backbone={"model": "equiformer_v2_backbone", **TINY_EQV2, "num_layers": 2},
-                        heads=copy.deepcopy(HEADS)).eval()
+                        heads=copy.deepcopy(TINY_EQV2_HEADS)).eval()
     for name, child in target.backbone.named_children():
         if name == "blocks":
             for j, k in enumerate([0, 2]):
@@ -118,11 +103,11 @@ def write_other_model(path):
         ("random mlp", ["--num-blocks-kept", "2", "--mlp-init", "random"],
          "mlp_init='random' applies to GemNet-OC's FinalMLP; EquiformerV2 has none"),
         ("other model", ["--num-blocks-kept", "2", "--checkpoint", "{tmp}/painn.pt"],
-         "holds a 'painn' model; slicing supports GemNet-OC (gemnet_oc, gemnet_oc_reduced, or hydra with a "
+         "holds a 'painn' model; fairchem-prune reduces GemNet-OC (gemnet_oc, gemnet_oc_reduced, or hydra with a "
          "gemnet_oc_backbone / gemnet_oc_reduced_backbone backbone) and EquiformerV2 (equiformer_v2, "
          "equiformer_v2_reduced, or hydra with a equiformer_v2_backbone / equiformer_v2_reduced_backbone backbone)"),
         ("other hydra", ["--num-blocks-kept", "2", "--checkpoint", "{tmp}/painn_hydra.pt"],
-         "holds a hydra model with a 'painn_backbone' backbone; slicing supports GemNet-OC"),
+         "holds a hydra model with a 'painn_backbone' backbone; fairchem-prune reduces GemNet-OC"),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_changes_nothing(monolithic_checkpoint, tmp_path, capsys, case, args,

@@ -1,52 +1,27 @@
 """The distill trainer through the stock fairchem command: losses, budget, DDP, resume, errors."""
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import TINY_GEMNET
+from conftest import TINY_GEMNET, fairchem
+from distill_helpers import build_trainer as build_trainer_from, distil_sliced_student, distill_command, logged, train_teacher
 
 from fairchem_prune.errors import PruneError
-from fairchem_prune.evaluation import evaluate_checkpoint
-from fairchem_prune.slicing import slice_checkpoint
 
-REPO = Path(__file__).parents[2]
-FAIRCHEM = Path(sys.executable).parent / "fairchem"
 TEACHER_MODEL = {**TINY_GEMNET, "name": "gemnet_oc", "num_blocks": 4}
-
-
-def fairchem(*args, cwd):
-    result = subprocess.run([str(FAIRCHEM), *map(str, args)], capture_output=True, text=True, cwd=cwd)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout + result.stderr
-
-
-def logged(log: str, key: str) -> list[float]:
-    """Values of ``key`` in fairchem's per-step training log lines."""
-    return [float(v) for v in re.findall(rf"ocp_trainer\.py:\d+: \(INFO\): .*?\b{key}: ([0-9.e+-]+)", log)]
 
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory, emt_lmdb):
     """A tiny 4-block GemNet-OC trained for 20 epochs on the EMT slabs with the stock trainer."""
-    root = tmp_path_factory.mktemp("teacher")
-    config = root / "teacher.yml"
-    config.write_text(yaml.safe_dump({"includes": [str(REPO / "configs/s2ef/demo_base.yml")], "model": TEACHER_MODEL}))
-    fairchem("--mode", "train", "--config-yml", config, "--cpu", "--run-dir", root, "--timestamp-id", "t",
-             f"--dataset.train.src={emt_lmdb['train']}", f"--dataset.val.src={emt_lmdb['val']}",
-             "--optim.max_epochs=20", "--optim.T_max=60", "--optim.lr_initial=0.003", "--optim.eval_every=60", cwd=root)
-    return root / "checkpoints" / "t" / "best_checkpoint.pt"
+    return train_teacher(tmp_path_factory.mktemp("teacher"), TEACHER_MODEL, emt_lmdb, lr=0.003)
 
 
 def distill_args(teacher, emt_lmdb, run_dir, run_id, *extra):
-    return ["--mode", "train", "--config-yml", REPO / "configs/s2ef/distill_2b.yml", "--cpu", "--run-dir", run_dir,
-            "--timestamp-id", run_id, "--print-every", "1", f"--task.distill.teacher_checkpoint={teacher}",
-            f"--dataset.train.src={emt_lmdb['train']}", f"--dataset.val.src={emt_lmdb['val']}", *extra]
+    return distill_command("distill_2b.yml", teacher, emt_lmdb, run_dir, run_id, *extra)
 
 
 def test_student_keeping_every_block_has_zero_distillation_terms(teacher, emt_lmdb, tmp_path):
@@ -60,19 +35,11 @@ def test_student_keeping_every_block_has_zero_distillation_terms(teacher, emt_lm
 
 def test_distillation_recovers_accuracy_lost_by_slicing(teacher, emt_lmdb, tmp_path):
     teacher_bytes = teacher.read_bytes()
-    sliced = tmp_path / "sliced_2b.pt"
-    slice_checkpoint(teacher, sliced, num_blocks_kept=2)
-    log = fairchem(*distill_args(teacher, emt_lmdb, tmp_path, "kd", "--task.distill.max_samples=240",
-                                 "--optim.lr_initial=0.001", "--optim.T_max=30", "--optim.eval_every=30"), cwd=tmp_path)
+    log, distilled, mae = distil_sliced_student("distill_2b.yml", teacher, emt_lmdb, tmp_path, num_blocks_kept=2)
     assert len(logged(log, "distill_loss")) == 30  # 240 structures / batch 8, one epoch
     losses = logged(log, "distill_loss")
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
-    distilled = tmp_path / "checkpoints" / "kd" / "checkpoint.pt"
-    before = evaluate_checkpoint(sliced, emt_lmdb["val"])["forces_mae"]
-    after = evaluate_checkpoint(distilled, emt_lmdb["val"])["forces_mae"]
-    full = evaluate_checkpoint(teacher, emt_lmdb["val"])["forces_mae"]
-    print(f"force MAE (eV/A): teacher {full:.4f}, sliced 2b {before:.4f}, distilled 2b {after:.4f}")
-    assert after < before
+    assert mae["distilled"] < mae["sliced"]
     assert teacher.read_bytes() == teacher_bytes
     # the checkpoint is an ordinary gemnet_oc_reduced one: no teacher, no distill section
     checkpoint = torch.load(distilled, weights_only=False)
@@ -83,19 +50,7 @@ def test_distillation_recovers_accuracy_lost_by_slicing(teacher, emt_lmdb, tmp_p
 
 def build_trainer(tmp_path, teacher, emt_lmdb, *overrides):
     """Construct the trainer in this process as fairchem's runner does (no training)."""
-    from fairchem.core.common import distutils
-    from fairchem.core.common.flags import flags
-    from fairchem.core.common.utils import build_config, new_trainer_context
-
-    args, rest = flags.get_parser().parse_known_args([str(a) for a in distill_args(teacher, emt_lmdb, tmp_path, "x", *overrides)])
-    config = build_config(args, rest)
-    distutils.setup_env_local()
-    try:
-        with new_trainer_context(config=config) as ctx:
-            return ctx.trainer
-    finally:  # fairchem's context skips its clean-up when the trainer cannot be built
-        if torch.distributed.is_initialized():
-            distutils.cleanup()
+    return build_trainer_from(distill_args(teacher, emt_lmdb, tmp_path, "x", *overrides))
 
 
 def test_teacher_is_frozen_and_outside_the_optimizer(teacher, emt_lmdb, tmp_path):

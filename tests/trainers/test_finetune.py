@@ -65,3 +65,19 @@ def test_warmup_cosine_scales_every_group():
             assert group["lr"] == pytest.approx(base * factor(step)), step
         optimizer.step()
         scheduler.step()
+
+
+def test_equiformer_v2_blocks_and_atom_embedding_get_their_multipliers():
+    from conftest import TINY_EQV2
+
+    from fairchem_prune.models.equiformer_v2_reduced import EquiformerV2Reduced
+
+    model = EquiformerV2Reduced(**{**TINY_EQV2, "num_layers": 6}, kept_blocks=[0, 2, 5])
+    groups = layerwise_param_groups(model, 1e-3, 0.1, JMP_L, tuple(model.no_weight_decay()))
+    group_of = {id(p): g for g in groups for p in g["params"]}
+    for name, param in model.named_parameters():
+        parts = name.split(".")
+        # the j-th kept block gets the j-th multiplier (as GemNet-OC's k-block models use m_0..m_{k-1})
+        expected = 0.3 if parts[0] == "sphere_embedding" else JMP_L["blocks"][int(parts[1])] if parts[0] == "blocks" else 1.0
+        assert group_of[id(param)]["lr"] == pytest.approx(1e-3 * expected), name
+    assert {round(g["lr"] / 1e-3, 6) for g in groups} == {0.3, 0.55, 0.40, 1.0}  # block 2 shares 0.3 with the embedding
