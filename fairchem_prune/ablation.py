@@ -1,113 +1,107 @@
-"""Layer-by-layer ablation (paper Appendix C, Fig. 5): fine-tune once per removed interaction block.
+"""Layer-by-layer ablation (paper Appendix C, Fig. 5): fine-tune once per removed block.
 
-For a pre-trained model with b interaction blocks this writes b fine-tuning configs, one per removed
-block (partition f_{k+2} for block k; f_1, the embedding, is never removed), each including the
-user's fine-tuning config and keeping the other blocks via ``kept_blocks``. They run through the stock
-``fairchem`` command (locally, or on SLURM with its ``--submit``), and the summary reads the
-validation metrics that fairchem stores in each run's ``best_checkpoint.pt``.
+For a pre-trained model with b blocks this writes b fine-tuning configs, one per removed block, each
+including the user's fine-tuning config and keeping the other blocks via ``kept_blocks``. Blocks are
+named as in the relevance JSON (:func:`fairchem_prune.relevance.block_names`): GemNet-OC's
+interaction block k is partition f_{k+2} (f_1, the embedding, is never removed), EquiformerV2's
+transformer block k is b_k. They run through the stock ``fairchem`` command (locally, or on SLURM with
+its ``--submit``), and the summary reads the validation metrics that fairchem stores in each run's
+``best_checkpoint.pt``.
 
-Layout under ``out``: ``configs/remove_f<p>.yml``, ``runs/`` (fairchem's run dir: ``checkpoints/``,
-``results/``, ``logs/``), ``logs/remove_f<p>.log``, ``ablation.json``, ``ablation.png``.
+Layout under ``out``: ``configs/remove_<block>.yml`` (``remove_f3``, ``remove_b2``), ``runs/``
+(fairchem's run dir: ``checkpoints/``, ``results/``, ``logs/``), ``logs/remove_<block>.log``,
+``ablation.json``, ``ablation.png``.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from fairchem_prune.errors import PruneError
+from fairchem_prune.fairchem_runs import FairchemRun, train_all
+
+
+_RUN = re.compile(r"remove_([a-z])(\d+)")
 
 
 @dataclass
 class AblationRun:
-    name: str            # remove_f<p>
-    removed: str         # f_<p>, the partition of the removed block in the original model
+    name: str            # remove_f<p> / remove_b<k>
+    removed: str         # f_<p> / b_<k>, the removed block's name in the original model
     kept_blocks: list[int]
     config: Path
 
 
 def write_ablation_configs(config: str | Path, pretrained: str | Path, out: str | Path, force: bool = False) -> list[AblationRun]:
-    """One config per removed block of ``pretrained``, each including ``config``."""
+    """One config per removed block of ``pretrained`` (GemNet-OC or EquiformerV2), each including
+    ``config``, a fine-tuning config of the same architecture's reduced model."""
     from fairchem.core.common.utils import load_config
 
-    from fairchem_prune.checkpoints import load_gemnet_source
+    from fairchem_prune.checkpoints import load_source
+    from fairchem_prune.relevance import block_names
 
     config, pretrained, out = Path(config), Path(pretrained), Path(out)
     if not config.is_file():
         raise PruneError(f"fine-tuning config {config}: no such file")
-    source = load_gemnet_source(pretrained)
+    source = load_source(pretrained)
     if source.num_blocks < 2:
-        raise PruneError(f"{pretrained} has {source.num_blocks} interaction block; nothing to ablate")
+        raise PruneError(f"{pretrained} has {source.num_blocks} block; nothing to ablate")
+    name = load_config(str(config))[0].get("model", {}).get("name", source.REDUCED)
+    if name != source.REDUCED:
+        raise PruneError(f"fine-tuning config {config} trains {name!r} but the {source.ARCHITECTURE} checkpoint "
+                         f"{pretrained} needs {source.REDUCED}; give a fine-tuning config of that model")
     folder = out / "configs"
     folder.mkdir(parents=True, exist_ok=True)
     runs = []
-    for k in range(source.num_blocks):
-        partition = source.source_blocks[k] + 2
+    for k, removed in enumerate(block_names(source.model)[-source.num_blocks:]):
+        stem = "remove_" + removed.replace("_", "")
         run = AblationRun(
-            name=f"remove_f{partition}", removed=f"f_{partition}",
-            kept_blocks=[i for i in range(source.num_blocks) if i != k], config=folder / f"remove_f{partition}.yml",
+            name=stem, removed=removed,
+            kept_blocks=[i for i in range(source.num_blocks) if i != k], config=folder / f"{stem}.yml",
         )
         if run.config.exists() and not force:
             raise PruneError(f"{run.config} already exists; use another --out or pass --force")
         body = {
             "includes": [str(config.resolve())],
             "model": {
-                "name": "gemnet_oc_reduced",
+                "name": source.REDUCED,
                 "pretrained_checkpoint": str(pretrained.resolve()),
                 "num_blocks_kept": None,
                 "kept_blocks": run.kept_blocks,
             },
         }
-        header = f"# Ablation: {config.name} with interaction block {k} ({run.removed}) of {pretrained.name} removed.\n"
+        header = f"# Ablation: {config.name} with block {k} ({run.removed}) of {pretrained.name} removed.\n"
         run.config.write_text(header + yaml.safe_dump(body, sort_keys=False))
         load_config(str(run.config))  # fairchem's own loader must accept it
         runs.append(run)
     return runs
 
 
-def _done_marker(out: Path, run: AblationRun) -> Path:
-    return out / "logs" / f"{run.name}.done"
-
-
-def fairchem_command(run: AblationRun, out: Path, fairchem_args: list[str], submit: bool) -> list[str]:
-    """The stock ``fairchem`` command line that trains ``run``."""
-    command = [
-        sys.executable, "-m", "fairchem.core._cli", "--mode", "train", "--config-yml", str(run.config),
-        "--run-dir", str((out / "runs").resolve()), "--timestamp-id", run.name, "--identifier", run.name,
-        *fairchem_args,
-    ]
-    if submit:
-        command += ["--submit", "--logdir", str((out / "runs" / "slurm").resolve())]
-    else:
-        resume = out / "runs" / "checkpoints" / run.name / "checkpoint.pt"
-        if resume.exists():
-            command += ["--checkpoint", str(resume.resolve())]
-    return command
+def fairchem_run(run: AblationRun, out: Path) -> FairchemRun:
+    """The stock ``fairchem`` training run of ``run`` under ``out`` (``runs/``, ``logs/<name>.log``)."""
+    return FairchemRun(run.name, run.config, out / "runs", out / "logs" / f"{run.name}.log")
 
 
 def launch_ablation(runs: list[AblationRun], out: str | Path, fairchem_args: list[str] | None = None,
                     submit: bool = False) -> None:
     """Train every run that has not finished (resuming interrupted ones), or submit them to SLURM."""
     out = Path(out)
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    for i, run in enumerate(runs, 1):
-        if _done_marker(out, run).exists():
-            print(f"[ablation] {i}/{len(runs)} {run.name}: done before, skipped", flush=True)
-            continue
-        log = out / "logs" / f"{run.name}.log"
-        print(f"[ablation] {i}/{len(runs)} {run.name}: {'submitting' if submit else 'training'} (log: {log})", flush=True)
-        with open(log, "w") as sink:
-            status = subprocess.run(fairchem_command(run, out, list(fairchem_args or []), submit),
-                                    stdout=sink, stderr=subprocess.STDOUT).returncode
-        if status:
-            raise PruneError(f"fairchem failed on {run.name} (exit status {status}); see {log}")
-        if not submit:
-            _done_marker(out, run).touch()
+    jobs = [fairchem_run(run, out) for run in runs]
+    if not submit:
+        train_all(jobs, list(fairchem_args or []), say=_say)
+        return
+    for job in jobs:
+        _say(f"{job.name}: submitting (log: {job.log})")
+        job.train(list(fairchem_args or []), submit=True)
+
+
+def _say(message: str) -> None:
+    print(f"[ablation] {message}", flush=True)
 
 
 def summarize_ablation(out: str | Path, relevance: str | Path | None = None, dataset: str | None = None) -> dict:
@@ -116,9 +110,10 @@ def summarize_ablation(out: str | Path, relevance: str | Path | None = None, dat
     import torch
 
     out = Path(out)
-    configs = sorted((out / "configs").glob("remove_f*.yml"), key=lambda p: int(p.stem.removeprefix("remove_f")))
+    configs = [p for p in (out / "configs").glob("remove_*.yml") if _RUN.fullmatch(p.stem)]
+    configs.sort(key=lambda p: int(_RUN.fullmatch(p.stem).group(2)))
     if not configs:
-        raise PruneError(f"{out} has no ablation configs (configs/remove_f*.yml); run the tool without --summarize first")
+        raise PruneError(f"{out} has no ablation configs (configs/remove_*.yml); run the tool without --summarize first")
     scores = None
     if relevance is not None:
         data = json.loads(Path(relevance).read_text())
@@ -128,7 +123,7 @@ def summarize_ablation(out: str | Path, relevance: str | Path | None = None, dat
         scores = dict(zip(data["blocks"], data["datasets"][name]["combined"]))
     rows, primary = [], None
     for config in configs:
-        removed = "f_" + config.stem.removeprefix("remove_f")
+        removed = "{}_{}".format(*_RUN.fullmatch(config.stem).groups())
         best = out / "runs" / "checkpoints" / config.stem / "best_checkpoint.pt"
         row = {"removed": removed, "relevance": scores.get(removed) if scores else None, "metrics": None}
         if best.exists():

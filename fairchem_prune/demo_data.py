@@ -14,10 +14,11 @@ module imports neither torch nor tblite at the top.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,7 @@ SIZES = {
 }
 #: fraction of each pre-training source held out for validation
 VAL_FRACTION = 0.1
+MANIFEST = "manifest.json"
 
 
 def make_demo_data(out: str | Path, size: str | DemoSize = "small", seed: int = 0, force: bool = False,
@@ -154,6 +156,7 @@ def make_demo_data(out: str | Path, size: str | DemoSize = "small", seed: int = 
       the adenine-thymine pair at 400 K.
     * ``raw/qm9/dsgdb9nsd_NNNNNN.xyz``: QM9 format; G2 molecules and rattled conformers, U0 = xTB
       energy (hartree), mu from the xTB dipole, A/B/C from the geometry, the other properties NaN.
+    * ``manifest.json``: the size, the seed and the counts (``demo_manifest`` reads it).
     """
     from fairchem_prune.lmdb_io import atoms_to_data, write_lmdb  # imports torch: not in the xTB workers
 
@@ -201,7 +204,17 @@ def make_demo_data(out: str | Path, size: str | DemoSize = "small", seed: int = 
             _write_qm9(raw / "qm9" / f"dsgdb9nsd_{i:06d}.xyz", i, atoms, job.result())
     counts.update({"raw/rmd17_ethanol": size.rmd17_frames, "raw/md22_adenine-thymine": size.md22_frames,
                    "raw/qm9": len(conformers)})
+    manifest = {"size": asdict(size), "seed": seed, "counts": counts}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return counts
+
+
+def demo_manifest(root: str | Path) -> dict:
+    """The ``manifest.json`` of a demo data folder (``{"size", "seed", "counts"}``)."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise PruneError(f"{root} is not a demo data folder (no {MANIFEST}); write one with tools/make_demo_data.py")
+    return json.loads(path.read_text())
 
 
 def _write_rmd17(path: Path, numbers: np.ndarray, md: dict) -> None:

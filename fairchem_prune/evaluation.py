@@ -8,6 +8,7 @@ The model, its normalizers and element references are restored exactly as fairch
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -44,7 +45,9 @@ def load_trainer(checkpoint: str | Path, device: str = "cpu"):
     previous = logging.root.level
     logging.disable(logging.INFO)  # fairchem logs its whole config at INFO level here
     try:
-        calculator = OCPCalculator(checkpoint_path=str(checkpoint), cpu=device == "cpu", seed=0)
+        with warnings.catch_warnings():  # fairchem's torch.load(weights_only=False) warns on every load
+            warnings.filterwarnings("ignore", message=".*weights_only=False.*", category=FutureWarning)
+            calculator = OCPCalculator(checkpoint_path=str(checkpoint), cpu=device == "cpu", seed=0)
     finally:
         logging.disable(logging.NOTSET)
         logging.root.setLevel(previous)
@@ -62,10 +65,29 @@ def evaluate_checkpoint(
     """Metrics (``{"energy_mae": ..., "forces_mae": ...}``, eV and eV/Å) of ``checkpoint`` on the
     fairchem LMDB file or folder ``lmdb``. Forces are scored on the free atoms only when the
     checkpoint's config says ``eval_on_free_atoms`` (as fairchem's validation does)."""
-    if not Path(lmdb).exists():
-        raise PruneError(f"data {lmdb}: no such LMDB file or folder")
+    return evaluate_on_datasets(checkpoint, {"data": lmdb}, metrics, batch_size, device, progress)["data"]
+
+
+def evaluate_on_datasets(
+    checkpoint: str | Path,
+    datasets: dict[str, str | Path],
+    metrics: dict[str, list[str]] | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    progress: bool = False,
+) -> dict[str, dict[str, float]]:
+    """:func:`evaluate_checkpoint` on each of ``datasets`` (name -> LMDB), loading the model once."""
+    for lmdb in datasets.values():
+        if not Path(lmdb).exists():
+            raise PruneError(f"data {lmdb}: no such LMDB file or folder")
     metrics = metrics or S2EF_METRICS
     trainer = load_trainer(checkpoint, device)
+    return {name: _evaluate(trainer, Path(checkpoint), lmdb, metrics, batch_size, progress)
+            for name, lmdb in datasets.items()}
+
+
+def _evaluate(trainer, checkpoint: Path, lmdb: str | Path, metrics: dict[str, list[str]], batch_size: int,
+              progress: bool) -> dict[str, float]:
     free_atoms_only = trainer.config["outputs"].get("forces", {}).get("eval_on_free_atoms", False)
     loader = DataLoader(
         LmdbDataset({"src": str(lmdb)}),
@@ -78,7 +100,7 @@ def evaluate_checkpoint(
     unfitted = _UnfittedScaleFactors()
     logging.root.addFilter(unfitted)
     try:
-        for batch in tqdm(loader, desc=f"evaluating {Path(checkpoint).name}", disable=not progress):
+        for batch in tqdm(loader, desc=f"evaluating {checkpoint.name} on {Path(lmdb).name}", disable=not progress):
             batch = batch.to(trainer.device)
             prediction = trainer.predict(batch, per_image=False, disable_tqdm=True)
             target = {key: getattr(batch, key).float() for key in metrics}

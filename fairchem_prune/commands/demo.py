@@ -1,20 +1,28 @@
-"""``fairchem-prune demo``."""
+"""``fairchem-prune demo`` / ``python -m fairchem_prune.demo``."""
 
 from __future__ import annotations
 
 import argparse
 
-DESCRIPTION = "run the method end to end on the embedded demo data"
+DESCRIPTION = ("run the paper's study end to end on the embedded demo data: relevance, block reduction with and "
+               "without distillation, fine-tuning, efficiency, report.md")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="demo_out", help="working folder (default: demo_out)")
-    parser.add_argument("--quick", action="store_true", help="a few epochs only: checks the pipeline in about a minute")
+    parser.add_argument("--out", default="demo_out", help="working folder; finished stages in it are skipped (default: demo_out)")
+    parser.add_argument("--data", help="demo data folder written by tools/make_demo_data.py (default: generated once "
+                        "into ~/.cache/fairchem-prune/demo_data/)")
+    parser.add_argument("--teacher", help="pre-trained GemNet-OC or EquiformerV2 checkpoint to reduce (default: the "
+                        "teacher shipped for the default demo data, else one trained on the mix)")
+    parser.add_argument("--train-teacher", action="store_true", help="pre-train the teacher on the mix even when one is shipped")
+    parser.add_argument("--quick", action="store_true", help="tiny data, teacher and budgets: checks the pipeline in about 3 minutes")
     parser.add_argument("--force", action="store_true", help="redo finished stages instead of skipping them")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--workers", type=int, help="training runs at a time (default: 2 on CPU, 1 on CUDA)")
 
 
 def run(args: argparse.Namespace) -> None:
     from fairchem_prune.demo import run_demo
 
-    run_demo(out=args.out, quick=args.quick, force=args.force, device=args.device)
+    run_demo(out=args.out, quick=args.quick, force=args.force, device=args.device, data=args.data,
+             teacher=args.teacher, train_teacher=args.train_teacher, workers=args.workers)

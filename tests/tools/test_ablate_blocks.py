@@ -1,15 +1,20 @@
-"""tools/ablate_blocks.py: configs fairchem accepts, real 1-step runs, and their summary."""
+"""tools/ablate_blocks.py: configs fairchem accepts, real 1-step runs, and their summary (GemNet-OC,
+EquiformerV2)."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
 import yaml
-from conftest import build_stock, tiny_config, write_checkpoint
+from conftest import TINY_EQV2, build_perturbed, build_stock, tiny_config, write_checkpoint
 from fairchem.core.common.utils import load_config
 
-from fairchem_prune.ablation import AblationRun, fairchem_command
+import fairchem_prune.models.equiformer_v2_reduced  # noqa: F401  (registers fairchem's equiformer_v2)
+from fairchem_prune.ablation import AblationRun, fairchem_run, summarize_ablation, write_ablation_configs
+from fairchem_prune.errors import PruneError
 
 REPO = Path(__file__).parents[2]
 TOOL = REPO / "tools" / "ablate_blocks.py"
@@ -63,7 +68,7 @@ def test_ablation_writes_runs_and_summarizes(tmp_path, emt_lmdb):
 
 def test_submit_goes_through_fairchems_submitit_launcher(tmp_path):
     run = AblationRun("remove_f3", "f_3", [0, 2], tmp_path / "remove_f3.yml")
-    command = fairchem_command(run, tmp_path, ["--num-gpus", "2", "--slurm-partition", "gpu"], submit=True)
+    command = fairchem_run(run, tmp_path).command(["--num-gpus", "2", "--slurm-partition", "gpu"], submit=True)
     assert command[1:3] == ["-m", "fairchem.core._cli"] and "--submit" in command
     assert command[command.index("--timestamp-id") + 1] == "remove_f3" and "--slurm-partition" in command
 
@@ -71,3 +76,28 @@ def test_submit_goes_through_fairchems_submitit_launcher(tmp_path):
 def test_summary_without_runs_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, str(TOOL), "--summarize", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2 and "has no ablation configs" in result.stderr.strip().splitlines()[-1]
+
+
+def test_equiformer_v2_ablation_removes_each_transformer_block(tmp_path):
+    config = {"name": "equiformer_v2", **TINY_EQV2, "num_layers": 3}
+    write_checkpoint(tmp_path / "eqv2.pt", build_perturbed(config), config)
+    finetune = REPO / "configs" / "finetune" / "rmd17_aspirin_eqv2_6b.yml"
+    out = tmp_path / "abl"
+    runs = write_ablation_configs(finetune, tmp_path / "eqv2.pt", out)
+    assert [(r.name, r.removed, r.kept_blocks) for r in runs] == [
+        ("remove_b0", "b_0", [1, 2]), ("remove_b1", "b_1", [0, 2]), ("remove_b2", "b_2", [0, 1])]
+    merged, _, errors = load_config(str(runs[1].config))
+    assert not errors and merged["model"]["name"] == "equiformer_v2_reduced" and merged["model"]["num_blocks_kept"] is None
+    assert merged["model"]["kept_blocks"] == [0, 2] and merged["model"]["pretrained_checkpoint"] == str(tmp_path / "eqv2.pt")
+    # the summary reads b_<k> runs, in block order
+    best = out / "runs" / "checkpoints" / "remove_b1" / "best_checkpoint.pt"
+    best.parent.mkdir(parents=True)
+    torch.save({"config": {"evaluation_metrics": {"primary_metric": "forces_mae"}},
+                "val_metrics": {"forces_mae": {"metric": 0.25}}}, best)
+    summary = summarize_ablation(out)
+    assert [(r["removed"], r["metrics"]) for r in summary["runs"]] == [
+        ("b_0", None), ("b_1", {"forces_mae": 0.25}), ("b_2", None)]
+    # a GemNet-OC fine-tuning config does not fit an EquiformerV2 checkpoint
+    with pytest.raises(PruneError, match="trains 'gemnet_oc_reduced' but the equiformer_v2 checkpoint .* needs "
+                                         "equiformer_v2_reduced"):
+        write_ablation_configs(FINETUNE, tmp_path / "eqv2.pt", tmp_path / "other")

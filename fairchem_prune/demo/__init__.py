@@ -1,0 +1,228 @@
+"""``fairchem-prune demo`` (also ``python -m fairchem_prune.demo``): the paper's study, end to end, on
+the embedded demo data (xTB-labelled molecules and EMT-labelled slabs; see :mod:`fairchem_prune.demo_data`).
+
+Stages, each kept under ``--out`` and skipped when its result exists (``--force`` redoes them all;
+interrupted training runs resume from fairchem's own ``checkpoint.pt``):
+
+1. ``data``       the demo mix (cached in ``~/.cache/fairchem-prune/demo_data/``) and the ethanol task
+                  -> ``data/ethanol/{train,val,test}/``
+2. ``teacher``    the 6-block GemNet-OC pre-trained on the mix: shipped, ``--teacher``, or trained
+                  -> ``teacher.pt``, ``teacher.json``
+3. ``relevance``  GradCAM block relevance per source -> ``relevance.json``, ``relevance.png``
+4. ``reduction``  BR to b-1 .. b-4 blocks, BR+KD (``trainer: distill``) -> ``reduction/``,
+                  ``reduction.json`` (force / energy error per source: Table 1)
+5. ``finetune``   BR, BR/RandomMLP, BR+KD and scratch models fine-tuned on ethanol for the same number
+                  of epochs -> ``finetune/``, ``finetune.json``, ``finetune.png`` (Fig. 3),
+                  ``finetune_curves.png`` (Fig. 4)
+6. ``benchmark``  speed, FLOPs, parameters, memory of the teacher's architecture -> ``benchmark.json`` (Table 2)
+7. ``report``     ``report.md`` with every table and figure, and the tables printed
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from fairchem_prune.demo_data import SIZES, DemoSize
+from fairchem_prune.errors import PruneError
+
+REPO = Path(__file__).resolve().parents[2]
+STAGES = ("data", "teacher", "relevance", "reduction", "finetune", "benchmark", "report")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    quick: bool
+    data_size: str                 #: cache name of the demo data
+    data_spec: DemoSize
+    ethanol_sizes: tuple[int, int, int]   #: train / val / test frames of the downstream task
+    teacher_config: Path
+    teacher_epochs: int
+    relevance_samples: int         #: per source
+    reductions: int                #: how many block counts below the teacher's
+    kd_samples: int                #: structures seen by each distillation run
+    ft_epochs: int
+    bench_repeats: int
+    batch_size: int = 8
+
+
+FULL = DemoSettings(
+    quick=False, data_size="small", data_spec=SIZES["small"],
+    ethanol_sizes=(200, 50, 200), teacher_config=REPO / "configs" / "s2ef" / "demo_mix_teacher_6b.yml",
+    teacher_epochs=30, relevance_samples=50, reductions=4, kd_samples=1600, ft_epochs=8, bench_repeats=3,
+)
+QUICK = DemoSettings(
+    quick=True, data_size="quick", data_spec=DemoSize(g2_frames=2, slabs=40, rmd17_frames=100, md22_frames=2,
+                                                      qm9_conformers=1, g2_molecules=20),
+    ethanol_sizes=(40, 16, 24), teacher_config=REPO / "configs" / "s2ef" / "demo_quick_teacher_3b.yml",
+    teacher_epochs=2, relevance_samples=8, reductions=2, kd_samples=32, ft_epochs=2, bench_repeats=1,
+)
+
+
+def _say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def _stage(out: Path, name: str, force: bool, compute, figures: dict | None = None) -> dict:
+    """The stage's ``out/<name>.json`` if it exists (and not ``force``), else ``compute()`` saved there;
+    ``figures`` (file name -> ``draw(result, path)``) are drawn when the result is new or they are missing."""
+    path = out / f"{name}.json"
+    fresh = force or not path.exists()
+    if fresh:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(compute(), indent=2) + "\n")
+        os.replace(tmp, path)
+    else:
+        _say(f"{name}: found {path}, skipped")
+    result = json.loads(path.read_text())  # the same objects (lists, not tuples) on every run
+    for figure, draw in (figures or {}).items():
+        if fresh or not (out / figure).exists():
+            draw(result, out / figure)
+    return result
+
+
+def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = False, device: str = "cpu",
+             data: str | Path | None = None, teacher: str | Path | None = None, train_teacher: bool = False,
+             workers: int | None = None) -> dict:
+    """Run every stage (see the module docstring); returns ``{"reduction", "finetune", "benchmark",
+    "findings"}`` as written to the JSON files."""
+    from fairchem_prune.demo import finetune as ft
+    from fairchem_prune.demo import reduction, report
+    from fairchem_prune.demo.data import demo_data, downstream_data
+    from fairchem_prune.demo.teacher import teacher_stage
+
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PruneError("--device cuda: no CUDA device visible to torch; use --device cpu")
+    settings = QUICK if quick else FULL
+    workers = workers or (1 if device == "cuda" else min(2, os.cpu_count() or 1))
+    fairchem_args = ["--cpu"] if device == "cpu" else []
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if force:
+        for folder in ("reduction", "finetune"):
+            shutil.rmtree(out / folder, ignore_errors=True)
+        for log in (out / "logs").glob("*.done"):
+            log.unlink()
+
+    _say(f"1/7 data{' (quick)' if quick else ''}")
+    mix = demo_data(data, settings.data_size, settings.data_spec, 0, _say)
+    ethanol = downstream_data(mix, out / "data" / "ethanol", settings.ethanol_sizes, force, _say)
+
+    _say("2/7 teacher")
+    teacher_path, record = teacher_stage(out, mix, settings, str(teacher) if teacher else None, train_teacher,
+                                         fairchem_args, force, _say)
+
+    _say("3/7 block relevance (GradCAM) per pre-training source")
+    from fairchem_prune.relevance import plot_relevance
+
+    relevance = _stage(out, "relevance", force, lambda: reduction.relevance(teacher_path, mix, settings.relevance_samples, device),
+                       {"relevance.png": plot_relevance})
+    table_rel = report.relevance_table(relevance)
+    print("\nFig. 2 analogue: GradCAM block relevance (combined) per source:\n" + table_rel)
+
+    counts = reduction.reduced_counts(record["blocks"], settings.reductions)
+    _say(f"4/7 block reduction to {counts} blocks, with and without distillation")
+
+    def reduce() -> dict:
+        folder = out / "reduction"
+        br = reduction.slice_models(teacher_path, counts, folder)
+        runs = reduction.distillation_runs(teacher_path, record["architecture"], counts, mix, settings, folder, out / "logs")
+        kd = reduction.distill(runs, fairchem_args, workers, folder, _say)
+        models = {"teacher": teacher_path, **{f"br_{k}b": br[k] for k in counts}, **{f"kd_{k}b": kd[k] for k in counts}}
+        _say(f"reduction: scoring {len(models)} models on {', '.join(mix.val_sources())}")
+        from fairchem_prune.checkpoints import load_source
+        from fairchem_prune.params import count_parameters
+
+        return {"counts": counts, "checkpoints": {k: str(v) for k, v in models.items()},
+                "params": {k: count_parameters(load_source(v).model) for k, v in models.items() if not k.startswith("kd")},
+                "metrics": reduction.evaluate_models(models, mix, device)}
+
+    reduced = _stage(out, "reduction", force, reduce)
+    table1 = report.reduction_table(record["blocks"], counts, reduced["metrics"], reduced["params"])
+    print("\nTable 1 analogue: validation force MAE (meV/Å) per pre-training source, gap to the teacher:\n" + table1)
+
+    scratch = [counts[len(counts) // 2]]
+    _say(f"5/7 fine-tuning on ethanol ({settings.ft_epochs} epochs each; scratch baseline at {scratch[0]} blocks)")
+
+    def finetune() -> dict:
+        kd = {k: Path(reduced["checkpoints"][f"kd_{k}b"]) for k in counts}
+        runs = ft.finetune_runs(teacher_path, record, counts, kd, scratch, ethanol, settings, out / "finetune", out / "logs")
+        from fairchem_prune.fairchem_runs import train_all
+
+        train_all([r.run for r in runs], fairchem_args, workers, say=lambda m: _say(f"finetune: {m}"))
+        return {"epochs": settings.ft_epochs, "workers": workers, "rows": ft.score_runs(runs, ethanol, device)}
+
+    tuned = _stage(out, "finetune", force, finetune, {"finetune.png": lambda r, p: report.plot_finetune(r["rows"], p),
+                                                      "finetune_curves.png": lambda r, p: report.plot_curves(r["rows"], p)})
+    table_ft = report.finetune_table(tuned["rows"])
+    print("\nFig. 3 analogue: ethanol test MAE after fine-tuning:\n" + table_ft)
+
+    _say("6/7 efficiency benchmark (Table 2 analogue)")
+    bench = _stage(out, "benchmark", force, lambda: _benchmark(out, teacher_path, record, counts, mix, settings, device))
+    table2 = report.efficiency_table(bench)
+    print("\nTable 2 analogue:\n" + table2)
+
+    _say("7/7 report")
+    checks = report.findings(relevance, counts, reduced["metrics"], tuned["rows"])
+    report.write_report(out / "report.md", _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench,
+                                                     checks, tuned))
+    print("\nFindings:\n" + "\n".join(f"- {line}" for line in checks))
+    _say(f"done: {out / 'report.md'}")
+    return {"reduction": reduced, "finetune": tuned, "benchmark": bench, "findings": checks}
+
+
+def _benchmark(out: Path, teacher: Path, record: dict, counts: list[int], mix, settings, device: str) -> dict:
+    import yaml
+
+    from fairchem_prune.benchmark import run_benchmark
+    from fairchem_prune.checkpoints import load_source
+    from fairchem_prune.demo.finetune import MODELS
+
+    architecture = load_source(teacher).core_config()
+    architecture.pop("source_blocks", None)
+    config = out / "benchmark_model.yml"
+    config.write_text(yaml.safe_dump({"model": {**architecture, "name": record["architecture"],
+                                                MODELS[record["architecture"]][1]: record["blocks"]}}, sort_keys=False))
+    return run_benchmark(config, mix.val_sources()["emt_slabs"], blocks=[record["blocks"], *counts], device=device,
+                         repeats=settings.bench_repeats, finetune_repeats=max(1, settings.bench_repeats // 2),
+                         forces="config", threads=1 if device == "cpu" else None)
+
+
+def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench, checks, tuned) -> list[tuple[str, str]]:
+    counts = mix.manifest["counts"]
+    setup = (
+        f"- Demo data: `{mix.root}` ({', '.join(f'{k}: {v}' for k, v in counts.items())}); energies in eV, "
+        f"forces in eV/Å.\n"
+        f"- Teacher: {record['origin']}; {record['architecture']} with {record['blocks']} blocks, "
+        f"{record['parameters']:,} parameters.\n"
+        f"- Distillation: {settings.kd_samples} structures per student (forces + node-to-node + edge-to-edge L1, "
+        "temperature-balanced sources).\n"
+        f"- Fine-tuning: ethanol (rMD17 format, xTB MD at 500 K), {settings.ethanol_sizes[0]} / "
+        f"{settings.ethanol_sizes[1]} / {settings.ethanol_sizes[2]} frames train / val / test, {settings.ft_epochs} "
+        f"epochs for every model (fixed compute per epoch count), {tuned['workers']} run(s) at a time."
+        + ("\n- **Quick mode**: a tiny teacher and a few steps; the numbers check the pipeline, not the method."
+           if settings.quick else "")
+    )
+    return [
+        ("Set-up", setup),
+        ("Block relevance (Fig. 2)", "![relevance](relevance.png)\n\nCombined GradCAM relevance on each source's "
+         "validation split, per " + ("FinalMLP input partition (f_1: the embedding, f_k+1: interaction block k)"
+                                     if record["architecture"] == "gemnet_oc" else "transformer block output (b_k: block k)")
+         + ":\n\n" + table_rel),
+        ("Block reduction and distillation (Table 1)", "Validation force MAE in meV/Å; the gap to the teacher in "
+         "parentheses. BR: first k blocks, sliced FinalMLP, no training. BR+KD: after distillation.\n\n" + table1),
+        ("Fine-tuning (Fig. 3, Fig. 4)", "![finetune](finetune.png)\n\n![curves](finetune_curves.png)\n\nTest MAE of "
+         "the best validation checkpoint; train s = training wall time, validations included, start-up excluded.\n\n" + table_ft),
+        ("Efficiency (Table 2)", f"`tools/benchmark.py` on the teacher's architecture ({bench['settings']['samples']} "
+         f"EMT slabs, {bench['environment']['device']}, {bench['environment']['threads']} thread(s)). At the demo's "
+         "width the block-independent work (graph, bases, embedding) weighs more than at JMP-L size; see the README "
+         "for JMP-L.\n\n" + table2 + "".join(f"\n\nNote: {n}" for n in bench.get("notes", []))),
+        ("Findings", "\n".join(f"- {line}" for line in checks)),
+    ]
+

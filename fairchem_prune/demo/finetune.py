@@ -1,0 +1,116 @@
+"""The demo's downstream side: fine-tune models of every block count on the ethanol task with the stock
+``fairchem`` trainer (``configs/finetune/demo_ethanol_base.yml``, EquiformerV2:
+``demo_ethanol_eqv2_base.yml``), every run for the same number of
+epochs, then score each best checkpoint on the test split and read its validation curve (force MAE
+against wall time) from fairchem's tensorboard events.
+
+Starting points for k blocks: BR (the teacher's first k blocks, sliced FinalMLP), BR/RandomMLP (the
+same with a fresh first FinalMLP layer; GemNet-OC only), BR+KD (the distilled student) and scratch (the
+same architecture, freshly initialised).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from fairchem_prune.fairchem_runs import FairchemRun
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "finetune"
+#: architecture -> the config each run includes
+BASE_CONFIGS = {
+    "gemnet_oc": CONFIGS / "demo_ethanol_base.yml",
+    "equiformer_v2": CONFIGS / "demo_ethanol_eqv2_base.yml",
+}
+#: architecture -> (reduced model name, key of the number of blocks)
+MODELS = {"gemnet_oc": ("gemnet_oc_reduced", "num_blocks"), "equiformer_v2": ("equiformer_v2_reduced", "num_layers")}
+INITS = ("BR", "BR/RandomMLP", "BR+KD", "scratch")
+
+
+@dataclass(frozen=True)
+class FinetuneRun:
+    init: str      #: one of INITS
+    blocks: int
+    run: FairchemRun
+
+
+def _model_section(init: str, k: int, teacher: Path, record: dict, kd: dict[int, Path]) -> dict:
+    name, block_key = MODELS[record["architecture"]]
+    if init == "BR+KD":
+        return {"name": name, "pretrained_checkpoint": str(kd[k].resolve()), "num_blocks_kept": k}
+    if init == "scratch":
+        from fairchem_prune.checkpoints import load_source
+
+        architecture = load_source(teacher).core_config()
+        architecture.pop("source_blocks", None)
+        return {**architecture, "name": name, "pretrained_checkpoint": None, block_key: record["blocks"],
+                "num_blocks_kept": k}
+    section = {"name": name, "pretrained_checkpoint": str(teacher.resolve()), "num_blocks_kept": k}
+    if record["architecture"] == "gemnet_oc":
+        section["mlp_init"] = "random" if init == "BR/RandomMLP" else "sliced"
+    return section
+
+
+def finetune_runs(teacher: Path, record: dict, counts: list[int], kd: dict[int, Path], scratch: list[int],
+                  ethanol: Path, settings, folder: Path, logs: Path) -> list[FinetuneRun]:
+    """The runs, largest models first: BR at the teacher's size and each of ``counts``, BR/RandomMLP
+    and BR+KD at ``counts``, scratch at ``scratch``; ``settings.ft_epochs`` epochs each."""
+    plan = [("BR", record["blocks"])] + [("BR", k) for k in counts] + [("BR+KD", k) for k in counts]
+    if record["architecture"] == "gemnet_oc":
+        plan += [("BR/RandomMLP", k) for k in counts]
+    plan += [("scratch", k) for k in scratch]
+    folder.mkdir(parents=True, exist_ok=True)
+    steps_per_epoch = math.ceil(settings.ethanol_sizes[0] / settings.batch_size)
+    optim = {"batch_size": settings.batch_size, "max_epochs": settings.ft_epochs, "cosine_epochs": settings.ft_epochs,
+             "eval_every": max(1, steps_per_epoch // 2), "print_every": steps_per_epoch}
+    multipliers = yaml.safe_load((CONFIGS / "recipe.yml").read_text())["optim"]["layerwise_lr"]
+    if record["blocks"] > len(multipliers["blocks"]):  # JMP-L's 6 multipliers, the last one repeated
+        extra = record["blocks"] - len(multipliers["blocks"])
+        optim["layerwise_lr"] = {**multipliers, "blocks": multipliers["blocks"] + multipliers["blocks"][-1:] * extra}
+    runs = []
+    for init, k in sorted(plan, key=lambda item: -item[1]):
+        name = f"{init.lower().replace('/', '_').replace('+', '_')}_{k}b"
+        config = folder / f"{name}.yml"
+        if not config.exists():
+            config.write_text(yaml.safe_dump({
+                "includes": [str(BASE_CONFIGS[record["architecture"]])],
+                "dataset": {split: {"src": str((ethanol / split).resolve())} for split in ("train", "val")},
+                "model": _model_section(init, k, teacher, record, kd),
+                "optim": optim,
+            }, sort_keys=False))
+        runs.append(FinetuneRun(init, k, FairchemRun(name, config, folder / "runs", logs / f"{name}.log")))
+    return runs
+
+
+def validation_curve(run: FairchemRun, metric: str = "forces_mae") -> tuple[list[tuple[float, int, float]], float]:
+    """``([(seconds, step, value)], training seconds)`` of the run's validation ``metric``; seconds
+    count from one step before the first logged training step (start-up time excluded) to each
+    validation, and to the end of training (its last step or validation)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run.tensorboard_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    train = events.Scalars("train/loss")
+    step_time = (train[1].wall_time - train[0].wall_time) / max(1, train[1].step - train[0].step) if len(train) > 1 else 0.0
+    start = train[0].wall_time - step_time * train[0].step
+    val = events.Scalars(f"val/{metric}")
+    return [(e.wall_time - start, e.step, e.value) for e in val], max(train[-1].wall_time, val[-1].wall_time) - start
+
+
+def score_runs(runs: list[FinetuneRun], ethanol: Path, device: str) -> list[dict]:
+    """Test metrics (best validation checkpoint), validation curve and training time of each run."""
+    from fairchem_prune.evaluation import evaluate_checkpoint
+
+    rows = []
+    for item in runs:
+        curve, seconds = validation_curve(item.run)
+        rows.append({
+            "name": item.run.name, "init": item.init, "blocks": item.blocks,
+            "test": evaluate_checkpoint(item.run.best_checkpoint, ethanol / "test", device=device),
+            "best_val_forces_mae": min(value for _, _, value in curve),
+            "train_seconds": seconds, "curve": curve,
+        })
+    return rows

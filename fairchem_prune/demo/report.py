@@ -1,0 +1,155 @@
+"""The demo's tables, figures and ``report.md``: the paper's Fig. 2 (relevance), Table 1 (BR and BR+KD
+error per pre-training source), Fig. 3 (fine-tuned error per block count), Fig. 4 (validation curves
+against wall time) and Table 2 (efficiency), with a check of each qualitative finding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+INIT_STYLE = {"BR": ("tab:blue", "o"), "BR/RandomMLP": ("tab:orange", "s"), "BR+KD": ("tab:green", "^"),
+              "scratch": ("tab:gray", "x")}
+
+
+def _mev(value: float) -> str:
+    return f"{1000 * value:.1f}"
+
+
+def relevance_table(result: dict) -> str:
+    blocks = result["blocks"]
+    lines = ["| source | " + " | ".join(blocks) + " |", "|---|" + "---:|" * len(blocks)]
+    for name, entry in result["datasets"].items():
+        lines.append(f"| {name} (n={entry['num_samples']}) | " + " | ".join(f"{s:.3f}" for s in entry["combined"]) + " |")
+    return "\n".join(lines)
+
+
+def reduction_table(teacher_blocks: int, counts: list[int], metrics: dict, params: dict[str, int]) -> str:
+    """Table 1 analogue: force MAE (meV/Å) per source, gap to the teacher in parentheses."""
+    sources = list(metrics["teacher"])
+    head = "| blocks | parameters | " + " | ".join(f"{s} BR | {s} BR+KD" for s in sources) + " |"
+    lines = [head, "|---:|---:|" + "---:|---:|" * len(sources)]
+    teacher = {s: metrics["teacher"][s]["forces_mae"] for s in sources}
+    lines.append(f"| {teacher_blocks} (teacher) | {params['teacher']:,} | "
+                 + " | ".join(f"{_mev(teacher[s])} | {_mev(teacher[s])}" for s in sources) + " |")
+    for k in counts:
+        cells = []
+        for s in sources:
+            for kind in ("br", "kd"):
+                value = metrics[f"{kind}_{k}b"][s]["forces_mae"]
+                cells.append(f"{_mev(value)} ({1000 * (value - teacher[s]):+.1f})")
+        lines.append(f"| {k} | {params[f'br_{k}b']:,} ({100 * params[f'br_{k}b'] / params['teacher']:.0f}%) | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def finetune_table(rows: list[dict]) -> str:
+    """Test force / energy MAE after fine-tuning, per block count and starting point."""
+    inits = [i for i in INIT_STYLE if any(r["init"] == i for r in rows)]
+    blocks = sorted({r["blocks"] for r in rows}, reverse=True)
+    by_key = {(r["init"], r["blocks"]): r for r in rows}
+    lines = ["| blocks | " + " | ".join(f"{i}: forces (meV/Å) / energy (meV) / train s" for i in inits) + " |",
+             "|---:|" + "---:|" * len(inits)]
+    for k in blocks:
+        cells = []
+        for init in inits:
+            row = by_key.get((init, k))
+            cells.append("-" if row is None else
+                         f"{_mev(row['test']['forces_mae'])} / {_mev(row['test']['energy_mae'])} / {row['train_seconds']:.0f}")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def efficiency_table(result: dict) -> str:
+    """Table 2 analogue from a :func:`fairchem_prune.benchmark.run_benchmark` result."""
+    lines = ["| blocks | parameters | GFLOPs / sample | FLOP bound | measured speed-up | measured / bound "
+             "| reduced / stock | fine-tuning step speed-up |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in result["rows"]:
+        ft = row.get("finetune_speedup")
+        lines.append(
+            f"| {row['blocks']} | {row['params']:,} ({row['params_pct']:.0f}%) | {row['gflops_per_sample']:.4f} "
+            f"| {row['flop_bound_speedup']:.2f}x | {row['measured_speedup']:.2f}x | {100 * row['measured_over_bound']:.0f}% "
+            f"| {row['reduced_over_stock']:.3f} | {'-' if ft is None else f'{ft:.2f}x'} |")
+    return "\n".join(lines)
+
+
+def findings(relevance: dict, counts: list[int], metrics: dict, finetune: list[dict]) -> list[str]:
+    """Each of the paper's qualitative findings, checked on these numbers: holds / does not hold."""
+    out = []
+    names = relevance["blocks"]
+    for name, entry in relevance["datasets"].items():
+        scores = entry["combined"]
+        falling = all(a >= b for a, b in zip(scores, scores[1:]))
+        out.append(f"Relevance falls with depth on {name}: {'holds' if falling else 'does not hold strictly'} "
+                   f"({', '.join(f'{b} {s:.3f}' for b, s in zip(names, scores))}).")
+    for source in metrics["teacher"]:
+        br = [metrics[f"br_{k}b"][source]["forces_mae"] for k in counts]
+        growing = all(a <= b for a, b in zip(br, br[1:])) and br[0] >= metrics["teacher"][source]["forces_mae"]
+        out.append(f"BR error grows as blocks go ({source}): {'holds' if growing else 'does not hold strictly'} "
+                   f"({', '.join(f'{k}b {_mev(v)}' for k, v in zip(counts, br))} meV/Å).")
+        teacher = metrics["teacher"][source]["forces_mae"]
+        gaps = {k: tuple(1000 * (metrics[f"{kind}_{k}b"][source]["forces_mae"] - teacher) for kind in ("br", "kd"))
+                for k in counts}
+        narrowed = [k for k, (br_gap, kd_gap) in gaps.items() if kd_gap < br_gap]
+        verdict = "holds" if len(narrowed) == len(counts) else f"holds at {narrowed or 'no'} block counts of {counts}"
+        out.append(f"KD narrows the BR gap ({source}): {verdict} (gap to the teacher, BR -> BR+KD: "
+                   + ", ".join(f"{k}b {a:+.1f} -> {b:+.1f}" for k, (a, b) in gaps.items()) + " meV/Å).")
+    by_key = {(r["init"], r["blocks"]): r["test"]["forces_mae"] for r in finetune}
+    for k in sorted({r["blocks"] for r in finetune if r["init"] == "scratch"}, reverse=True):
+        pre = {i: by_key[(i, k)] for i in ("BR", "BR+KD") if (i, k) in by_key}
+        beats = {i: v < by_key[("scratch", k)] for i, v in pre.items()}
+        out.append(f"A {k}-block model from the pre-trained teacher beats the same model trained from scratch: "
+                   + ", ".join(f"{i} {'holds' if b else 'does not hold'} ({_mev(pre[i])} vs {_mev(by_key[('scratch', k)])} meV/Å)"
+                               for i, b in beats.items()) + ".")
+    return out
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_finetune(rows: list[dict], path: Path) -> None:
+    """Fig. 3 analogue: test force MAE after fine-tuning against the number of blocks."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for init, (color, marker) in INIT_STYLE.items():
+        points = sorted((r["blocks"], 1000 * r["test"]["forces_mae"]) for r in rows if r["init"] == init)
+        if points:
+            x, y = zip(*points)
+            ax.plot(x, y, color=color, marker=marker, linestyle="none" if init == "scratch" else "-", label=init)
+    ax.set_xticks(sorted({r["blocks"] for r in rows}))
+    ax.invert_xaxis()
+    ax.set(xlabel="blocks kept", ylabel="test force MAE (meV/Å)", title="fine-tuned on the ethanol task")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Fig. 4 analogue: validation force MAE against training wall time, one panel per starting point."""
+    plt = _pyplot()
+    inits = [i for i in INIT_STYLE if any(r["init"] == i for r in rows)]
+    blocks = sorted({r["blocks"] for r in rows}, reverse=True)
+    colors = dict(zip(blocks, plt.cm.viridis(np.linspace(0.0, 0.85, len(blocks)))))
+    fig, axes = plt.subplots(1, len(inits), figsize=(3.4 * len(inits), 3.4), sharey=True, squeeze=False)
+    for ax, init in zip(axes[0], inits):
+        for row in sorted((r for r in rows if r["init"] == init), key=lambda r: -r["blocks"]):
+            t, _, value = zip(*row["curve"])
+            ax.plot(t, 1000 * np.array(value), color=colors[row["blocks"]], marker=".", label=f"{row['blocks']} blocks")
+        ax.set(title=init, xlabel="training wall time (s)")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    axes[0, 0].set_ylabel("validation force MAE (meV/Å)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def write_report(path: Path, sections: list[tuple[str, str]]) -> None:
+    path.write_text("# fairchem-prune demo report\n\n" + "\n\n".join(f"## {title}\n\n{body}" for title, body in sections) + "\n")

@@ -1,0 +1,106 @@
+"""Training runs of the stock ``fairchem --mode train`` command, resumable, one or several at a time.
+
+A run is a config file and a name; fairchem writes its checkpoints to
+``RUN_DIR/checkpoints/NAME/`` and its tensorboard events to ``RUN_DIR/logs/tensorboard/NAME/``. A run
+that was interrupted resumes from fairchem's own ``checkpoint.pt``; a finished one leaves a marker
+``LOG.done`` beside its log and is not run again.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from fairchem_prune.errors import PruneError
+
+
+@dataclass(frozen=True)
+class FairchemRun:
+    name: str
+    config: Path
+    run_dir: Path
+    log: Path
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints" / self.name
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.checkpoint_dir / "best_checkpoint.pt"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.run_dir / "logs" / "tensorboard" / self.name
+
+    @property
+    def done_marker(self) -> Path:
+        return self.log.with_suffix(".done")
+
+    @property
+    def finished(self) -> bool:
+        return self.done_marker.exists()
+
+    def command(self, fairchem_args: Sequence[str] = (), submit: bool = False) -> list[str]:
+        """The stock ``fairchem`` command line that trains (or resumes) this run."""
+        command = [
+            sys.executable, "-m", "fairchem.core._cli", "--mode", "train", "--config-yml", str(self.config.resolve()),
+            "--run-dir", str(self.run_dir.resolve()), "--timestamp-id", self.name, "--identifier", self.name,
+            *fairchem_args,
+        ]
+        if submit:
+            command += ["--submit", "--logdir", str((self.run_dir / "slurm").resolve())]
+        elif (self.checkpoint_dir / "checkpoint.pt").exists():
+            command += ["--checkpoint", str((self.checkpoint_dir / "checkpoint.pt").resolve())]
+        return command
+
+    def train(self, fairchem_args: Sequence[str] = (), threads: int | None = None,
+              on_line: Callable[[str], None] | None = None, submit: bool = False) -> float:
+        """Run fairchem to the end (``threads``: OMP/torch threads of the process), or only submit the
+        run to SLURM (``submit``: no finished marker then); returns the wall time in s. Every output
+        line goes to the log and to ``on_line``."""
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+        start = time.perf_counter()
+        with open(self.log, "a") as sink:
+            process = subprocess.Popen(self.command(fairchem_args, submit), stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True, env=env)
+            for line in process.stdout:
+                sink.write(line)
+                if on_line is not None:
+                    on_line(line)
+            status = process.wait()
+        if status:
+            raise PruneError(f"fairchem failed on run {self.name} (exit status {status}); see {self.log}")
+        seconds = time.perf_counter() - start
+        if not submit:
+            self.done_marker.write_text(f"{seconds:.1f}\n")
+        return seconds
+
+
+def train_all(runs: Sequence[FairchemRun], fairchem_args: Sequence[str] = (), workers: int = 1,
+              say: Callable[[str], None] = print) -> None:
+    """Train every unfinished run, ``workers`` at a time (each process single-threaded when
+    ``workers`` > 1, so that they share the cores); the first failure is raised after the others end."""
+    pending = [run for run in runs if not run.finished]
+    for run in runs:
+        if run.finished:
+            say(f"{run.name}: finished before, skipped")
+
+    def one(run: FairchemRun) -> None:
+        say(f"{run.name}: training{' (resuming)' if (run.checkpoint_dir / 'checkpoint.pt').exists() else ''}"
+            f" -> {run.log}")
+        seconds = run.train(fairchem_args, threads=1 if workers > 1 else None)
+        say(f"{run.name}: done in {seconds:.0f} s")
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        futures = [pool.submit(one, run) for run in pending]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
