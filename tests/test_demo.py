@@ -10,6 +10,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from fairchem_prune.demo import run_demo
 
+REWRITTEN = ("report.md", "demo.json")
 ARTEFACTS = ("report.md", "relevance.png", "relevance.json", "reduction.json", "finetune.json", "finetune.png",
              "finetune_curves.png", "benchmark.json", "teacher.pt", "teacher.json", "reduction/br_2b.pt",
              "reduction/kd_1b.pt", "data/ethanol/test/data.lmdb")
@@ -21,7 +22,7 @@ def demo(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FAIRCHEM_PRUNE_CACHE", str(out / "cache"))
         result = run_demo(out=out / "run", quick=True)
-        files = [p for p in (out / "run").rglob("*") if p.is_file() and p.name != "report.md"]
+        files = [p for p in (out / "run").rglob("*") if p.is_file() and p.name not in REWRITTEN]
         stamps = {p: p.stat().st_mtime_ns for p in files}
         again = run_demo(out=out / "run", quick=True)
     return out / "run", result, again, stamps
@@ -42,12 +43,12 @@ def test_every_artefact_is_written(demo):
 
 
 def test_second_run_skips_every_stage(demo):
-    """Nothing but report.md is written again: no data, training run, log, JSON or figure changes."""
+    """Nothing but report.md and demo.json is written again: no data, training run, log, JSON or figure changes."""
     out, result, again, stamps = demo
     assert again["reduction"] == result["reduction"] and again["finetune"] == result["finetune"]
     assert len(stamps) > 50
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-    assert {p for p in out.rglob("*") if p.is_file() and p.name != "report.md"} == set(stamps)
+    assert {p for p in out.rglob("*") if p.is_file() and p.name not in REWRITTEN} == set(stamps)
 
 
 def test_relevance_is_normalised_per_source(demo):
@@ -111,3 +112,14 @@ def test_benchmark_rows(demo):
     assert [r["blocks"] for r in rows] == [3, 2, 1]
     assert rows[0]["flop_bound_speedup"] == 1.0 and rows[1]["flop_bound_speedup"] > 1.2 and rows[2]["flop_bound_speedup"] > 2.0
     assert [r["params"] for r in rows] == sorted((r["params"] for r in rows), reverse=True)
+
+
+def test_a_run_with_other_settings_is_refused(demo):
+    """The quick results are not silently reused by a full run, nor overwritten by it."""
+    from fairchem_prune.errors import PruneError
+
+    out, *_ = demo
+    report = (out / "report.md").read_text()
+    with pytest.raises(PruneError, match="holds a demo run with other settings .*quick: True"):
+        run_demo(out=out, quick=False)
+    assert (out / "report.md").read_text() == report and json.loads((out / "demo.json").read_text())["quick"] is True

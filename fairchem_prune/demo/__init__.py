@@ -30,7 +30,6 @@ from fairchem_prune.demo_data import SIZES, DemoSize
 from fairchem_prune.errors import PruneError
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = ("data", "teacher", "relevance", "reduction", "finetune", "benchmark", "report")
 
 
 @dataclass(frozen=True)
@@ -100,10 +99,16 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
         if not torch.cuda.is_available():
             raise PruneError("--device cuda: no CUDA device visible to torch; use --device cpu")
     settings = QUICK if quick else FULL
+    if not settings.teacher_config.exists():
+        raise PruneError(f"{settings.teacher_config} not found: the demo uses the repository's configs/; run it from a "
+                         "checkout of fairchem-prune installed with ./setup.sh (pip install -e .)")
     workers = workers or (1 if device == "cuda" else min(2, os.cpu_count() or 1))
     fairchem_args = ["--cpu"] if device == "cpu" else []
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, {"quick": quick, "data": str(Path(data).resolve()) if data else None,
+                          "teacher": str(Path(teacher).resolve()) if teacher else None, "train_teacher": train_teacher},
+                    force)
     if force:
         for folder in ("reduction", "finetune"):
             shutil.rmtree(out / folder, ignore_errors=True)
@@ -175,6 +180,18 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
     print("\nFindings:\n" + "\n".join(f"- {line}" for line in checks))
     _say(f"done: {out / 'report.md'}")
     return {"reduction": reduced, "finetune": tuned, "benchmark": bench, "findings": checks}
+
+
+def _check_settings(out: Path, settings: dict, force: bool) -> None:
+    """Results under ``out`` are reused only by a run with the same settings (``out/demo.json``)."""
+    path = out / "demo.json"
+    if path.exists() and not force:
+        before = json.loads(path.read_text())
+        changed = [key for key in settings if before.get(key) != settings[key]]
+        if changed:
+            raise PruneError(f"{out} holds a demo run with other settings ({', '.join(f'{k}: {before.get(k)}' for k in changed)}); "
+                             "choose another --out, or pass --force to redo it with these")
+    path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def _benchmark(out: Path, teacher: Path, record: dict, counts: list[int], mix, settings, device: str) -> dict:
