@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", help="pre-trained GemNet-OC or EquiformerV2 checkpoint to reduce (default: the "
                         "teacher shipped for the default demo data, else one trained on the mix)")
     parser.add_argument("--train-teacher", action="store_true", help="pre-train the teacher on the mix even when one is shipped")
-    parser.add_argument("--quick", action="store_true", help="tiny data, teacher and budgets: checks the pipeline in about 3 minutes")
+    parser.add_argument("--quick", action="store_true", help="tiny data, teacher and budgets: checks the pipeline in about a minute")
     parser.add_argument("--force", action="store_true", help="redo finished stages instead of skipping them")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--workers", type=int, help="training runs at a time (default: 2 on CPU, 1 on CUDA)")
