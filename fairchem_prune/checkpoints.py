@@ -68,7 +68,8 @@ def _register_fairchem_models() -> None:
 class ModelSource:
     """A model rebuilt from a checkpoint, with its (EMA) weights loaded. Subclasses name the
     architecture (``ARCHITECTURE``), its block-reduced model (``REDUCED``), the attribute that holds
-    the blocks (``BLOCKS``) and the layers each hydra head module owns (``HEAD_LAYERS``)."""
+    the blocks (``BLOCKS``), the config key of their number (``BLOCK_KEY``) and the layers each hydra
+    head module owns (``HEAD_LAYERS``)."""
 
     path: Path
     checkpoint: dict
@@ -79,6 +80,7 @@ class ModelSource:
     ARCHITECTURE: ClassVar[str] = ""
     REDUCED: ClassVar[str] = ""
     BLOCKS: ClassVar[str] = ""
+    BLOCK_KEY: ClassVar[str] = ""
     HEAD_LAYERS: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     @property
@@ -133,6 +135,7 @@ class GemNetSource(ModelSource):
     ARCHITECTURE = "gemnet_oc"
     REDUCED = "gemnet_oc_reduced"
     BLOCKS = "int_blocks"
+    BLOCK_KEY = "num_blocks"
     HEAD_LAYERS = HEAD_LAYERS
 
 

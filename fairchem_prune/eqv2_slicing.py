@@ -64,6 +64,7 @@ class EquiformerV2Source(ModelSource):
     ARCHITECTURE = "equiformer_v2"
     REDUCED = "equiformer_v2_reduced"
     BLOCKS = "blocks"
+    BLOCK_KEY = "num_layers"
     HEAD_LAYERS = HEAD_LAYERS
 
 
@@ -98,34 +99,3 @@ def load_equiformer_v2_source(path: str | Path, checkpoint: dict | None = None) 
     return EquiformerV2Source(
         path=path, checkpoint=checkpoint, model_config=model_config, model=model.eval(), used_ema=used_ema
     )
-
-
-def build_reduced_equiformer_v2(source: EquiformerV2Source, kept: Sequence[int]) -> tuple[nn.Module, dict]:
-    """The reduced counterpart of ``source`` keeping blocks ``kept``, with its weights, and the
-    self-contained model config that rebuilds it. A hydra source gives a hydra model with an
-    ``equiformer_v2_reduced_backbone`` and the same heads."""
-    from fairchem.core.common.registry import registry
-
-    backbone = source.core_config()
-    backbone.update(num_layers=source.num_blocks, kept_blocks=list(kept), source_blocks=source.source_blocks)
-    backbone.pop("num_blocks_kept", None)
-    if source.is_hydra:
-        config = copy.deepcopy(source.model_config)
-        config.pop("finetune_config", None)
-        config["backbone"] = {"model": "equiformer_v2_reduced_backbone", **backbone}
-    else:
-        config = {"name": "equiformer_v2_reduced", **backbone}
-    build = copy.deepcopy(config)
-    model = registry.get_model_class(build.pop("name"))(**build)
-    result = model.load_state_dict(slice_blocks(source.state_dict(), kept), strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise PruneError(
-            f"slicing {source.path} left weights unmatched (missing {result.missing_keys[:3]}, "
-            f"unexpected {result.unexpected_keys[:3]}); please report this with the checkpoint's config"
-        )
-    resolved = (model.backbone if source.is_hydra else model).resolved_config
-    if source.is_hydra:
-        config["backbone"] = {"model": "equiformer_v2_reduced_backbone", **resolved}
-    else:
-        config = {"name": "equiformer_v2_reduced", **resolved}
-    return model.eval(), config

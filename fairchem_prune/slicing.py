@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,39 +128,35 @@ class SliceReport:
         )
 
 
-def build_reduced_model(source, kept: Sequence[int], mlp_init: str = "sliced") -> tuple[torch.nn.Module, dict]:
-    """The reduced counterpart of ``source`` (a :class:`~fairchem_prune.checkpoints.GemNetSource`)
-    keeping ``kept``, with sliced weights, and the self-contained model config that rebuilds it.
-    A hydra source gives a hydra model with a ``gemnet_oc_reduced_backbone`` and the same heads."""
+def build_reduced(source, kept: Sequence[int], weights: Mapping[str, torch.Tensor],
+                  fresh: Callable[[str], bool] = lambda key: False) -> tuple[torch.nn.Module, dict]:
+    """The reduced counterpart of ``source`` (a :class:`~fairchem_prune.checkpoints.ModelSource`)
+    keeping ``kept``, loaded with the sliced ``weights``, and the self-contained model config that
+    rebuilds it. A hydra source gives a hydra model with the reduced backbone and the same heads.
+    Parameters for which ``fresh(key)`` holds keep the model's own initialisation."""
     from fairchem.core.common.registry import registry
 
-    gemnet = source.core_config()
-    gemnet.update(num_blocks=source.num_blocks, kept_blocks=list(kept), source_blocks=source.source_blocks)
-    gemnet.pop("num_blocks_kept", None)
-    if source.is_hydra:
+    def model_config(core: dict) -> dict:
+        if not source.is_hydra:
+            return {"name": source.REDUCED, **core}
         config = copy.deepcopy(source.model_config)
         config.pop("finetune_config", None)
-        config["backbone"] = {"model": "gemnet_oc_reduced_backbone", **gemnet}
-    else:
-        config = {"name": "gemnet_oc_reduced", **gemnet}
-    build = copy.deepcopy(config)
-    model = registry.get_model_class(build.pop("name"))(**build)
+        config["backbone"] = {"model": f"{source.REDUCED}_backbone", **core}
+        return config
 
-    weights = slice_state_dict(source.state_dict(), source.num_blocks, kept, mlp_init)
+    core = source.core_config()
+    core.update({source.BLOCK_KEY: source.num_blocks, "kept_blocks": list(kept), "source_blocks": source.source_blocks})
+    core.pop("num_blocks_kept", None)
+    build = model_config(core)
+    model = registry.get_model_class(build.pop("name"))(**build)
     result = model.load_state_dict(weights, strict=False)
-    unexplained = [k for k in result.missing_keys if not (mlp_init == "random" and is_first_mlp_weight(k))]
+    unexplained = [k for k in result.missing_keys if not fresh(k)]
     if unexplained or result.unexpected_keys:
         raise PruneError(
             f"slicing {source.path} left weights unmatched (missing {unexplained[:3]}, "
             f"unexpected {result.unexpected_keys[:3]}); please report this with the checkpoint's config"
         )
-    gemnet_module = model.backbone if source.is_hydra else model
-    resolved = gemnet_module.resolved_config
-    if source.is_hydra:
-        config["backbone"] = {"model": "gemnet_oc_reduced_backbone", **resolved}
-    else:
-        config = {"name": "gemnet_oc_reduced", **resolved}
-    return model.eval(), config
+    return model.eval(), model_config((model.backbone if source.is_hydra else model).resolved_config)
 
 
 #: checkpoint entries that belong to a training run, not to the sliced model
@@ -198,21 +194,20 @@ def slice_checkpoint(
         raise PruneError(f"output folder {output.parent} does not exist; create it first")
 
     source = load_source(source_path)
+    if source.ARCHITECTURE == "equiformer_v2" and mlp_init != "sliced":
+        raise PruneError(f"mlp_init={mlp_init!r} applies to GemNet-OC's FinalMLP; EquiformerV2 has none, leave it out")
+    kept = resolve_kept_blocks(source.num_blocks, num_blocks_kept, kept_blocks)
     block_kind = "interaction"
     if source.ARCHITECTURE == "equiformer_v2":
-        from fairchem_prune.eqv2_slicing import build_reduced_equiformer_v2
+        from fairchem_prune.eqv2_slicing import slice_blocks
 
-        if mlp_init != "sliced":
-            raise PruneError(
-                f"mlp_init={mlp_init!r} applies to GemNet-OC's FinalMLP; EquiformerV2 has none, leave it out"
-            )
-        kept = resolve_kept_blocks(source.num_blocks, num_blocks_kept, kept_blocks)
-        model, model_config = build_reduced_equiformer_v2(source, kept)
+        model, model_config = build_reduced(source, kept, slice_blocks(source.state_dict(), kept))
         mlp_init, block_kind = None, "transformer"
     else:
-        kept = resolve_kept_blocks(source.num_blocks, num_blocks_kept, kept_blocks)
         torch.manual_seed(seed)
-        model, model_config = build_reduced_model(source, kept, mlp_init)
+        weights = slice_state_dict(source.state_dict(), source.num_blocks, kept, mlp_init)
+        model, model_config = build_reduced(source, kept, weights,
+                                            fresh=lambda key: mlp_init == "random" and is_first_mlp_weight(key))
 
     new = {k: v for k, v in source.checkpoint.items() if k not in _TRAINING_STATE}
     new["config"] = {**copy.deepcopy(source.checkpoint["config"]), "model": model_config}

@@ -244,3 +244,10 @@ def tiny_gemnet_files(tmp_path_factory):
     data = root / "slabs.lmdb"
     write_lmdb(data, (atoms_to_data(a, i) for i, a in enumerate(emt_slabs(8, seed=0))))
     return config, data
+
+
+def random_rotation(seed: int) -> np.ndarray:
+    """A proper 3x3 rotation matrix (det +1), deterministic for ``seed``."""
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_EQV2, TINY_EQV2_HEADS, build_perturbed as build_stock, energy_forces, molecule_atoms, rel_err, slab_atoms, to_batch, write_checkpoint
+from conftest import TINY_EQV2, TINY_EQV2_HEADS, build_perturbed as build_stock, energy_forces, molecule_atoms, random_rotation, rel_err, slab_atoms, to_batch, write_checkpoint
 from fairchem.core.common.registry import registry
 from fairchem.core.models.equiformer_v2.equiformer_v2_deprecated import EquiformerV2
 
@@ -158,12 +158,6 @@ def test_ema_weights_are_used_when_the_checkpoint_has_them(tmp_path):
     e, f = energy_forces(Reduced(pretrained_checkpoint=str(tmp_path / "ema.pt")).eval(), batch)
     assert torch.equal(e, e_ref) and torch.equal(f, f_ref)
     assert (e - e_raw).abs().max() > 1e-4  # the EMA weights made a difference
-
-
-def random_rotation(seed):
-    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
 
 
 @pytest.mark.parametrize("make", [molecule_atoms, slab_atoms])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import (
-    TINY_HEADS, build_stock, energy_forces, hydra_config, molecule_atoms, rel_err, slab_atoms, tiny_config, to_batch, write_checkpoint,
+    TINY_HEADS, build_stock, energy_forces, hydra_config, molecule_atoms, random_rotation, rel_err, slab_atoms, tiny_config, to_batch, write_checkpoint,
 )
 from fairchem.core.common.registry import registry
 from fairchem.core.models.base import HydraModel
@@ -140,12 +140,6 @@ def test_ema_weights_are_used_when_the_checkpoint_has_them(tmp_path, batch):
     e_ref, f_ref = energy_forces(stock, batch)
     e, f = energy_forces(reduced, batch)
     assert rel_err(e, e_ref) <= 1e-6 and rel_err(f, f_ref) <= 1e-6
-
-
-def random_rotation(seed):
-    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
 
 
 @pytest.mark.parametrize("make", [molecule_atoms, slab_atoms])
