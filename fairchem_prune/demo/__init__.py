@@ -141,11 +141,12 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
         kd = reduction.distill(runs, fairchem_args, workers, folder, _say)
         models = {"teacher": teacher_path, **{f"br_{k}b": br[k] for k in counts}, **{f"kd_{k}b": kd[k] for k in counts}}
         _say(f"reduction: scoring {len(models)} models on {', '.join(mix.val_sources())}")
-        from fairchem_prune.checkpoints import load_source
-        from fairchem_prune.params import count_parameters
+        from fairchem_prune.checkpoints import checkpoint_model_config, read_checkpoint
+        from fairchem_prune.params import count_config_parameters
 
         return {"counts": counts, "checkpoints": {k: str(v) for k, v in models.items()},
-                "params": {k: count_parameters(load_source(v).model) for k, v in models.items() if not k.startswith("kd")},
+                "params": {k: count_config_parameters(checkpoint_model_config(read_checkpoint(v), v))
+                           for k, v in models.items() if not k.startswith("kd")},
                 "metrics": reduction.evaluate_models(models, mix, device)}
 
     reduced = _stage(out, "reduction", force, reduce)
@@ -198,14 +199,11 @@ def _benchmark(out: Path, teacher: Path, record: dict, counts: list[int], mix, s
     import yaml
 
     from fairchem_prune.benchmark import run_benchmark
-    from fairchem_prune.checkpoints import load_source
-    from fairchem_prune.demo.finetune import MODELS
+    from fairchem_prune.demo.teacher import teacher_architecture
 
-    architecture = load_source(teacher).core_config()
-    architecture.pop("source_blocks", None)
     config = out / "benchmark_model.yml"
-    config.write_text(yaml.safe_dump({"model": {**architecture, "name": record["architecture"],
-                                                MODELS[record["architecture"]][1]: record["blocks"]}}, sort_keys=False))
+    config.write_text(yaml.safe_dump({"model": {**teacher_architecture(teacher)[1], "name": record["architecture"]}},
+                                     sort_keys=False))
     return run_benchmark(config, mix.val_sources()["emt_slabs"], blocks=[record["blocks"], *counts], device=device,
                          repeats=settings.bench_repeats, finetune_repeats=max(1, settings.bench_repeats // 2),
                          forces="config", threads=1 if device == "cpu" else None)

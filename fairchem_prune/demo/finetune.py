@@ -25,8 +25,6 @@ BASE_CONFIGS = {
     "gemnet_oc": CONFIGS / "demo_ethanol_base.yml",
     "equiformer_v2": CONFIGS / "demo_ethanol_eqv2_base.yml",
 }
-#: architecture -> (reduced model name, key of the number of blocks)
-MODELS = {"gemnet_oc": ("gemnet_oc_reduced", "num_blocks"), "equiformer_v2": ("equiformer_v2_reduced", "num_layers")}
 INITS = ("BR", "BR/RandomMLP", "BR+KD", "scratch")
 
 
@@ -38,16 +36,13 @@ class FinetuneRun:
 
 
 def _model_section(init: str, k: int, teacher: Path, record: dict, kd: dict[int, Path]) -> dict:
-    name, block_key = MODELS[record["architecture"]]
+    from fairchem_prune.demo.teacher import teacher_architecture
+
+    name, architecture = teacher_architecture(teacher)
     if init == "BR+KD":
         return {"name": name, "pretrained_checkpoint": str(kd[k].resolve()), "num_blocks_kept": k}
     if init == "scratch":
-        from fairchem_prune.checkpoints import load_source
-
-        architecture = load_source(teacher).core_config()
-        architecture.pop("source_blocks", None)
-        return {**architecture, "name": name, "pretrained_checkpoint": None, block_key: record["blocks"],
-                "num_blocks_kept": k}
+        return {**architecture, "name": name, "pretrained_checkpoint": None, "num_blocks_kept": k}
     section = {"name": name, "pretrained_checkpoint": str(teacher.resolve()), "num_blocks_kept": k}
     if record["architecture"] == "gemnet_oc":
         section["mlp_init"] = "random" if init == "BR/RandomMLP" else "sliced"

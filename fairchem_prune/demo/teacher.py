@@ -39,6 +39,15 @@ def export_teacher(checkpoint: Path, target: Path, info: dict) -> dict:
     return record
 
 
+def teacher_architecture(teacher: Path) -> tuple[str, dict]:
+    """(reduced model name, architecture kwargs with the teacher's block count) of an exported
+    teacher, read from its self-contained config without building the model."""
+    from fairchem_prune.checkpoints import checkpoint_model_config, read_checkpoint
+
+    config = checkpoint_model_config(read_checkpoint(teacher), teacher)
+    return config["name"], {k: v for k, v in config.items() if k not in ("name", "source_blocks")}
+
+
 def _shipped_matches(manifest: dict) -> bool:
     if not SHIPPED.exists():
         return False
