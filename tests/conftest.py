@@ -251,3 +251,12 @@ def random_rotation(seed: int) -> np.ndarray:
     q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
     q = q * np.sign(np.diag(r))
     return q if np.linalg.det(q) > 0 else -q
+
+
+def rotated_outputs(model, atoms, seed: int = 5):
+    """(rotation, (E, F) of ``atoms``, (E, F) of ``atoms`` rotated and translated)."""
+    rot = random_rotation(seed)
+    moved = atoms.copy()
+    moved.positions = atoms.positions @ rot.T + np.array([0.7, -1.3, 0.4])
+    moved.cell = atoms.cell[:] @ rot.T
+    return rot, energy_forces(model, to_batch([atoms])), energy_forces(model, to_batch([moved]))

@@ -11,10 +11,9 @@ import copy
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
-from conftest import TINY_EQV2, TINY_EQV2_HEADS, build_perturbed as build_stock, energy_forces, molecule_atoms, random_rotation, rel_err, slab_atoms, to_batch, write_checkpoint
+from conftest import TINY_EQV2, TINY_EQV2_HEADS, build_perturbed as build_stock, energy_forces, molecule_atoms, rotated_outputs, rel_err, slab_atoms, to_batch, write_checkpoint
 from fairchem.core.common.registry import registry
 from fairchem.core.models.equiformer_v2.equiformer_v2_deprecated import EquiformerV2
 
@@ -169,12 +168,7 @@ def test_energy_invariant_and_forces_equivariant(stock_checkpoint, make):
     path, _ = stock_checkpoint
     model = Reduced(pretrained_checkpoint=str(path), kept_blocks=[0, 2]).eval()
     atoms = make()
-    rot = random_rotation(5)
-    moved = atoms.copy()
-    moved.positions = atoms.positions @ rot.T + np.array([0.7, -1.3, 0.4])
-    moved.cell = atoms.cell[:] @ rot.T
-    e0, f0 = energy_forces(model, to_batch([atoms]))
-    e1, f1 = energy_forces(model, to_batch([moved]))
+    rot, (e0, f0), (e1, f1) = rotated_outputs(model, atoms)
     scale = f0.abs().max().item()
     assert scale > 1e-2
     assert abs(e1 - e0).item() <= 5e-6 * max(1.0, abs(e0).item())
