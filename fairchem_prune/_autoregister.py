@@ -1,11 +1,19 @@
-"""Make the stock fairchem registry resolve this package's short names.
+"""Make the stock fairchem registry resolve this package's short names, and the stock ``fairchem``
+command report this package's errors in one line.
 
 Imported at interpreter start-up by ``fairchem_prune_autoregister.pth`` (installed at the root of
-site-packages), so it imports nothing heavy. It adds a meta-path finder that waits for
-``fairchem.core.common.registry`` to be imported and then wraps that registry's name mappings so
-that a lookup of one of our names (``registry.get_model_class("gemnet_oc_reduced")``, a config's
-``model: name:`` or ``trainer:``) first imports the module that registers it. Nothing of ours is
-imported until such a name is actually asked for.
+site-packages), so it imports nothing heavy. It adds a meta-path finder that waits for two fairchem
+modules to be imported:
+
+* ``fairchem.core.common.registry``: its name mappings are wrapped so that a lookup of one of our
+  names (``registry.get_model_class("gemnet_oc_reduced")``, a config's ``model: name:`` or
+  ``trainer:``) first imports the module that registers it. Nothing of ours is imported until such a
+  name is actually asked for.
+* ``fairchem.core._cli`` (the ``fairchem`` command): its ``main`` is wrapped so that a
+  :class:`~fairchem_prune.errors.PruneError` raised by our models or trainers in the command's own
+  process (bad data or config, before training starts) ends the command with one ``error: ...`` line
+  on stderr and exit status 2, as this package's tools do, instead of a traceback. Every other
+  exception passes unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import importlib.machinery
 import sys
 
 REGISTRY_MODULE = "fairchem.core.common.registry"
+CLI_MODULE = "fairchem.core._cli"
 
 #: mapping name in fairchem's registry -> {short name: module that registers it}
 LAZY_NAMES: dict[str, dict[str, str]] = {
@@ -64,6 +73,31 @@ def install(registry_class) -> None:
             registry_class.mapping[mapping_name] = _LazyMapping(current, lazy)
 
 
+def _one_line_errors(main):
+    """``main`` of the ``fairchem`` command, printing our PruneError as ``error: ...`` (exit status 2)."""
+
+    def wrapped(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except Exception as err:
+            from fairchem_prune.errors import PruneError
+
+            if not isinstance(err, PruneError):
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    wrapped.__wrapped__ = main
+    return wrapped
+
+
+def _install_module(module) -> None:
+    if module.__name__ == REGISTRY_MODULE:
+        install(module.Registry)
+    elif not hasattr(module.main, "__wrapped__"):
+        module.main = _one_line_errors(module.main)
+
+
 class _Loader(importlib.abc.Loader):
     def __init__(self, wrapped: importlib.abc.Loader) -> None:
         self._wrapped = wrapped
@@ -76,12 +110,12 @@ class _Loader(importlib.abc.Loader):
 
     def exec_module(self, module) -> None:
         self._wrapped.exec_module(module)
-        install(module.Registry)
+        _install_module(module)
 
 
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
-        if fullname != REGISTRY_MODULE:
+        if fullname not in (REGISTRY_MODULE, CLI_MODULE):
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is not None and spec.loader is not None:
@@ -89,7 +123,8 @@ class _Finder(importlib.abc.MetaPathFinder):
         return spec
 
 
-if REGISTRY_MODULE in sys.modules:
-    install(sys.modules[REGISTRY_MODULE].Registry)
-elif not any(isinstance(f, _Finder) for f in sys.meta_path):
+for _name in (REGISTRY_MODULE, CLI_MODULE):
+    if _name in sys.modules:
+        _install_module(sys.modules[_name])
+if not any(isinstance(f, _Finder) for f in sys.meta_path):
     sys.meta_path.insert(0, _Finder())

@@ -130,6 +130,33 @@ def build_perturbed(model_config: dict, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
+def hand_copy_gemnet(source: torch.nn.Module, target: torch.nn.Module, kept, d_atom, d_edge, heads_source=None, heads_target=None):
+    """Copy the weights of ``source`` keeping blocks ``kept`` into the stock ``target``, module by
+    module: an independent re-statement of what the slicing must do."""
+    for name, child in target.named_children():
+        if name == "int_blocks":
+            for j, k in enumerate(kept):
+                child[j].load_state_dict(source.int_blocks[k].state_dict())
+        elif name == "out_blocks":
+            child[0].load_state_dict(source.out_blocks[0].state_dict())
+            for j, k in enumerate(kept):
+                child[j + 1].load_state_dict(source.out_blocks[k + 1].state_dict())
+        elif child is not None and name not in ("out_mlp_E", "out_mlp_F", "out_energy", "out_forces"):
+            child.load_state_dict(getattr(source, name).state_dict())
+    mlp_owner_src = heads_source or {"E": source, "F": source}
+    mlp_owner_dst = heads_target or {"E": target, "F": target}
+    for branch, width in (("E", d_atom), ("F", d_edge)):
+        src_mlp = getattr(mlp_owner_src[branch], f"out_mlp_{branch}")
+        dst_mlp = getattr(mlp_owner_dst[branch], f"out_mlp_{branch}")
+        columns = [p * width + i for p in [0] + [k + 1 for k in kept] for i in range(width)]
+        with torch.no_grad():
+            dst_mlp[0].linear.weight.copy_(src_mlp[0].linear.weight[:, columns])
+        for i in range(1, len(dst_mlp)):
+            dst_mlp[i].load_state_dict(src_mlp[i].state_dict())
+        out_name = "out_energy" if branch == "E" else "out_forces"
+        getattr(mlp_owner_dst[branch], out_name).load_state_dict(getattr(mlp_owner_src[branch], out_name).state_dict())
+
+
 def energy_forces(model, batch, seed: int = 1):
     """(energy, forces) of a monolithic or hydra model, detached. The seed fixes EquiformerV2's random
     edge-frame roll (GemNet-OC is deterministic)."""

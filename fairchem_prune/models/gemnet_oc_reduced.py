@@ -5,6 +5,12 @@ pass is fairchem's, unchanged, so it costs exactly what a b'-block GemNet-OC cos
 class adds is how it is built: from a source architecture with b blocks, optionally from a
 pre-trained checkpoint whose kept blocks, output blocks and FinalMLP columns are copied over
 (see :mod:`fairchem_prune.slicing`).
+
+It also has the few behaviours in which JMP's GemNet-OC (facebookresearch/JMP) differs from
+fairchem's, as options that default to fairchem's behaviour: a fixed radial-basis scale
+(``absolute_rbf_cutoff``), JMP's cell-offset sign (``cell_offset_convention``), JMP's MLP output head
+(``num_mlps``) and JMP's activation name (``scaled_silu``). With them, a JMP checkpoint converted by
+:mod:`fairchem_prune.jmp` reproduces JMP's outputs.
 """
 
 from __future__ import annotations
@@ -13,8 +19,11 @@ import copy
 import inspect
 import logging
 
+import torch
 from fairchem.core.common.registry import registry
 from fairchem.core.models.gemnet_oc.gemnet_oc import GemNetOC, GemNetOCBackbone
+from fairchem.core.models.gemnet_oc.layers.base_layers import ScaledSiLU
+from torch import nn
 
 from fairchem_prune.blocks import kept_with_origin
 from fairchem_prune.checkpoints import reject_contradictions
@@ -43,7 +52,48 @@ _GEMNET_DEFAULTS.update(
     envelope={"name": "polynomial", "exponent": 5},
     cbf={"name": "spherical_harmonics"},
     sbf={"name": "spherical_harmonics"},
+    num_mlps=1,
 )
+#: JMP's names of fairchem's ``silu`` (both are SiLU(x) / 0.6)
+ACTIVATION_ALIASES = {"scaled_silu": "silu", "scaled_swish": "silu", "swish": "silu"}
+#: ``generate_graph_dict`` cell offsets: fairchem negates those of ``radius_graph_pbc``, JMP keeps them
+CELL_OFFSET_CONVENTIONS = ("fairchem", "jmp")
+HEAD_INIT_CHOICES = ("pretrained", "fresh")
+#: the output layers that ``num_mlps`` shapes and ``head_init: fresh`` leaves freshly initialised
+HEAD_LAYERS = ("out_energy", "out_forces")
+
+
+def mlp_head(width: int, num_mlps: int) -> nn.Sequential:
+    """JMP's output head: ``num_mlps`` linear layers, widths width -> ... -> width -> 1, ScaledSiLU
+    between them, the last without bias (PyTorch's default initialisation, as JMP's). Module indices
+    0, 2, ..., 2 (num_mlps - 1) are the linear layers, as in JMP's state dicts. Input (rows, width),
+    output (rows, 1)."""
+    layers: list[nn.Module] = []
+    for _ in range(num_mlps - 1):
+        layers += [nn.Linear(width, width), ScaledSiLU()]
+    layers.append(nn.Linear(width, 1, bias=False))
+    return nn.Sequential(*layers)
+
+
+#: the JMP options (see :class:`GemNetOCReduced`) and their defaults, fairchem's behaviour
+JMP_OPTION_DEFAULTS = {"absolute_rbf_cutoff": None, "cell_offset_convention": "fairchem", "num_mlps": 1}
+
+
+def _jmp_options(kwargs: dict) -> dict:
+    """Pop and check the JMP options of a model config ``kwargs`` (defaults filled in)."""
+    options = {key: kwargs.pop(key, default) for key, default in JMP_OPTION_DEFAULTS.items()}
+    cutoff, convention, num_mlps = options.values()
+    if cutoff is not None and (isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or cutoff <= 0):
+        raise PruneError(f"absolute_rbf_cutoff must be a positive distance in Å (or null), got {cutoff!r}")
+    if convention not in CELL_OFFSET_CONVENTIONS:
+        raise PruneError(f"cell_offset_convention must be one of {CELL_OFFSET_CONVENTIONS}, got {convention!r}")
+    if isinstance(num_mlps, bool) or not isinstance(num_mlps, int) or num_mlps < 1:
+        raise PruneError(f"num_mlps must be a positive number of output-head layers, got {num_mlps!r}")
+    return options
+
+
+def _is_head_key(key: str) -> bool:
+    return key.split(".", 1)[0] in HEAD_LAYERS
 
 
 @registry.register_model("gemnet_oc_reduced")
@@ -66,6 +116,22 @@ class GemNetOCReduced(GemNetOC):
             ``direct_forces``, ``extensive``, ``otf_graph``, ...) may be changed.
         source_blocks: provenance only: indices of the source blocks in the original unreduced
             model (written by the slicing tool; default ``range(b)``).
+        absolute_rbf_cutoff (keyword): scale every radial basis (and its envelope) by d / absolute_rbf_cutoff
+            (Å) whatever the graph cutoffs, as JMP does (12 Å); None: fairchem's d / cutoff of each
+            graph.
+        cell_offset_convention (keyword): ``"fairchem"`` (fairchem negates the periodic cell offsets of its
+            radius graph) or ``"jmp"`` (JMP keeps them). The sign decides which edge of a periodic
+            self-image pair ``symmetrize_edges`` keeps, so it matters on periodic systems whose
+            max-neighbour cut splits such pairs.
+        num_mlps (keyword): linear layers of the energy / force output heads (``out_energy``, ``out_forces``):
+            1 is fairchem's single bias-free layer, more is JMP's MLP head (:func:`mlp_head`; the
+            released JMP heads have 5).
+        head_init: with ``pretrained_checkpoint``: ``"pretrained"`` copies the output heads,
+            ``"fresh"`` keeps them freshly initialised (JMP fine-tunes with a fresh head); then
+            ``num_mlps`` may differ from the checkpoint's.
+        activation (keyword): fairchem's ``silu`` or JMP's name for it, ``scaled_silu``.
+            The three JMP options are read from ``pretrained_checkpoint`` unless given, and recorded
+            in ``resolved_config`` where they differ from fairchem's behaviour.
         **kwargs: any other ``gemnet_oc`` argument.
 
     Attributes:
@@ -82,10 +148,15 @@ class GemNetOCReduced(GemNetOC):
         mlp_init: str = "sliced",
         pretrained_checkpoint: str | None = None,
         source_blocks: list[int] | None = None,
+        head_init: str = "pretrained",
         **kwargs,
     ) -> None:
         if mlp_init not in MLP_INIT_CHOICES:
             raise PruneError(f"mlp_init must be one of {MLP_INIT_CHOICES}, got {mlp_init!r}")
+        if head_init not in HEAD_INIT_CHOICES:
+            raise PruneError(f"head_init must be one of {HEAD_INIT_CHOICES}, got {head_init!r}")
+        if "activation" in kwargs:
+            kwargs["activation"] = ACTIVATION_ALIASES.get(kwargs["activation"], kwargs["activation"])
         source = None
         if pretrained_checkpoint is not None:
             from fairchem_prune.checkpoints import load_gemnet_source
@@ -99,7 +170,8 @@ class GemNetOCReduced(GemNetOC):
                     f"{pretrained_checkpoint} has {source.num_blocks} interaction blocks; remove num_blocks "
                     "and choose the blocks with num_blocks_kept or kept_blocks"
                 )
-            reject_contradictions(ARCHITECTURE_KEYS, _GEMNET_DEFAULTS, source_config, kwargs, pretrained_checkpoint)
+            shape_keys = ARCHITECTURE_KEYS + (("num_mlps",) if head_init == "pretrained" else ())
+            reject_contradictions(shape_keys, _GEMNET_DEFAULTS, source_config, kwargs, pretrained_checkpoint)
             source_blocks = source.source_blocks
             num_blocks = source.num_blocks
             source_config.pop("num_blocks", None)
@@ -110,29 +182,81 @@ class GemNetOCReduced(GemNetOC):
             raise PruneError("gemnet_oc_reduced needs num_blocks (source blocks) or a pretrained_checkpoint")
 
         kept, origin = kept_with_origin(num_blocks, num_blocks_kept, kept_blocks, source_blocks)
+        options = _jmp_options(kwargs)
+        # read by init_basis_functions, which GemNetOC.__init__ calls
+        object.__setattr__(self, "absolute_rbf_cutoff", options["absolute_rbf_cutoff"])
         super().__init__(num_blocks=len(kept), **kwargs)
         self.kept_blocks, self.source_blocks = kept, origin
+        self.cell_offset_convention, self.num_mlps = options["cell_offset_convention"], options["num_mlps"]
+        if self.num_mlps > 1:
+            self._build_mlp_heads(kwargs)
         self.resolved_config = {
             **copy.deepcopy({k: v for k, v in kwargs.items() if k != "scale_file"}),
+            # the JMP options only where they differ from fairchem's behaviour
+            **{k: v for k, v in options.items() if v != JMP_OPTION_DEFAULTS[k]},
             "num_blocks": len(kept),
             "source_blocks": self.source_blocks,
         }
         if source is not None:
-            self._load_pretrained(source, kept, mlp_init)
+            self._load_pretrained(source, kept, mlp_init, head_init)
 
-    def _load_pretrained(self, source, kept: list[int], mlp_init: str) -> None:
+    def _build_mlp_heads(self, kwargs: dict) -> None:
+        self.out_energy = mlp_head(kwargs["emb_size_atom"], self.num_mlps)
+        if self.direct_forces:
+            self.out_forces = mlp_head(kwargs["emb_size_edge"], self.num_mlps)
+
+    def _load_pretrained(self, source, kept: list[int], mlp_init: str, head_init: str) -> None:
         weights = slice_state_dict(source.monolithic_state_dict(), source.num_blocks, kept, mlp_init)
         own = self.state_dict()
         # drop what this configuration does not have (e.g. the force branch with direct_forces off)
-        weights = {k: v for k, v in weights.items() if k in own}
+        weights = {k: v for k, v in weights.items() if k in own and not (head_init == "fresh" and _is_head_key(k))}
         result = self.load_state_dict(weights, strict=False)
-        fresh = [k for k in result.missing_keys if not (mlp_init == "random" and is_first_mlp_weight(k))]
+        fresh = [k for k in result.missing_keys if not (mlp_init == "random" and is_first_mlp_weight(k))
+                 and not (head_init == "fresh" and _is_head_key(k))]
         if fresh:
             logging.info(f"gemnet_oc_reduced: not in {source.path}, freshly initialised: {fresh}")
         logging.info(
             f"gemnet_oc_reduced: kept blocks {kept} of {source.num_blocks} from {source.path} "
-            f"({'EMA' if source.used_ema else 'raw'} weights, mlp_init={mlp_init})"
+            f"({'EMA' if source.used_ema else 'raw'} weights, mlp_init={mlp_init}, head_init={head_init})"
         )
+
+    def init_basis_functions(self, *args, **kwargs) -> None:
+        """fairchem's bases, built with every graph cutoff set to ``absolute_rbf_cutoff`` when one is
+        given (the radial bases then scale distances by it; the graphs keep their cutoffs)."""
+        if self.absolute_rbf_cutoff is None:
+            return super().init_basis_functions(*args, **kwargs)
+        graph_cutoffs = (self.cutoff, self.cutoff_qint, self.cutoff_aeaint, self.cutoff_aint)
+        self.cutoff = self.cutoff_qint = self.cutoff_aeaint = self.cutoff_aint = self.absolute_rbf_cutoff
+        try:
+            return super().init_basis_functions(*args, **kwargs)
+        finally:
+            self.cutoff, self.cutoff_qint, self.cutoff_aeaint, self.cutoff_aint = graph_cutoffs
+
+    def generate_graph_dict(self, data, cutoff, max_neighbors) -> dict:
+        """fairchem's graph, with JMP's cell-offset sign if ``cell_offset_convention`` is ``"jmp"``."""
+        graph = super().generate_graph_dict(data, cutoff, max_neighbors)
+        if self.cell_offset_convention == "jmp":
+            graph["cell_offset"] = -graph["cell_offset"]
+        return graph
+
+    def check_input(self, data) -> None:
+        """Raise PruneError if the model cannot run on ``data`` (a batch or one structure): with
+        quadruplet interactions, some atom must carry one of ``qint_tags`` (fairchem fails with a
+        reshape error otherwise)."""
+        if not self.quad_interaction:
+            return
+        tags = data.tags.long()
+        wanted = self.qint_tags.to(tags.device)
+        if not torch.isin(tags, wanted).any():
+            raise PruneError(
+                f"the structures have atom tags {sorted(set(tags.tolist()))} but the model's quadruplet interactions "
+                f"need atoms tagged qint_tags {wanted.tolist()}; convert molecules with JMP's convention (tag 2 on "
+                "every atom, as tools/prepare_dataset.py does) or set model.qint_tags to include the data's tags"
+            )
+
+    def get_graphs_and_indices(self, data):
+        self.check_input(data)
+        return super().get_graphs_and_indices(data)
 
 
 @registry.register_model("gemnet_oc_reduced_backbone")
@@ -145,3 +269,7 @@ class GemNetOCReducedBackbone(GemNetOCReduced, GemNetOCBackbone):
     with pre-trained, sliced heads, slice the checkpoint with ``tools/slice_checkpoint.py`` and use
     fairchem's ``finetune_config: {starting_checkpoint: SLICED}``.
     """
+
+    def _build_mlp_heads(self, kwargs: dict) -> None:
+        raise PruneError("num_mlps > 1 (JMP's MLP head) applies to the monolithic gemnet_oc_reduced; the hydra "
+                         "heads of gemnet_oc_reduced_backbone are fairchem's, with their own output layers")

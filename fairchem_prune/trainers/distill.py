@@ -57,7 +57,7 @@ from fairchem.core.trainers import OCPTrainer
 from fairchem_prune.checkpoints import load_source
 from fairchem_prune.errors import PruneError
 from fairchem_prune.features import capture_distillation_features
-from fairchem_prune.models import forces_are_gradients
+from fairchem_prune.models import check_training_data, forces_are_gradients
 from fairchem_prune.sampling import SAMPLING_CHOICES, SourceBalancedBatchSampler, source_ids, source_probabilities
 
 WEIGHTS = ("force_weight", "energy_weight", "n2n_weight", "e2e_weight", "gt_weight")
@@ -192,6 +192,7 @@ class DistillTrainer(OCPTrainer):
 
     def load_datasets(self) -> None:
         super().load_datasets()
+        check_training_data(self._unwrapped_model, self.train_dataset)
         settings = self.distill
         if self.train_loader is None or (settings.sampling == "proportional" and settings.max_samples is None):
             return

@@ -22,6 +22,7 @@ from fairchem.core.modules.scheduler import CosineLRLambda, LRScheduler
 from fairchem.core.trainers.ocp_trainer import OCPTrainer
 
 from fairchem_prune.errors import PruneError
+from fairchem_prune.models import check_training_data
 
 WARMUP_COSINE = "WarmupCosine"
 #: GemNet-OC's atom_emb, int_blocks.i, out_blocks.i; EquiformerV2's sphere_embedding, blocks.i
@@ -75,6 +76,10 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, optim: dict, steps_per_epoch
 @registry.register_trainer("finetune")
 class FinetuneTrainer(OCPTrainer):
     """``OCPTrainer`` with layer-wise learning rates and the ``WarmupCosine`` schedule (see module)."""
+
+    def load_datasets(self) -> None:
+        super().load_datasets()
+        check_training_data(self._unwrapped_model, self.train_dataset)
 
     def load_optimizer(self) -> None:
         optim = self.config["optim"]

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 from conftest import (
-    TINY_HEADS, build_stock, energy_forces, hydra_config, molecule_atoms, rotated_outputs, rel_err, slab_atoms, tiny_config, to_batch, write_checkpoint,
+    TINY_HEADS, build_stock, energy_forces, hand_copy_gemnet, hydra_config, molecule_atoms, rotated_outputs, rel_err, slab_atoms, tiny_config, to_batch, write_checkpoint,
 )
 from fairchem.core.common.registry import registry
 from fairchem.core.models.base import HydraModel
@@ -15,33 +15,6 @@ from fairchem_prune.errors import PruneError
 from fairchem_prune.features import capture_final_mlp_features
 
 Reduced = registry.get_model_class("gemnet_oc_reduced")
-
-
-def hand_copy_gemnet(source: GemNetOC, target: GemNetOC, kept, d_atom, d_edge, heads_source=None, heads_target=None):
-    """Copy the weights of ``source`` keeping blocks ``kept`` into the stock ``target``, module by
-    module: an independent re-statement of what the slicing must do."""
-    for name, child in target.named_children():
-        if name == "int_blocks":
-            for j, k in enumerate(kept):
-                child[j].load_state_dict(source.int_blocks[k].state_dict())
-        elif name == "out_blocks":
-            child[0].load_state_dict(source.out_blocks[0].state_dict())
-            for j, k in enumerate(kept):
-                child[j + 1].load_state_dict(source.out_blocks[k + 1].state_dict())
-        elif child is not None and name not in ("out_mlp_E", "out_mlp_F", "out_energy", "out_forces"):
-            child.load_state_dict(getattr(source, name).state_dict())
-    mlp_owner_src = heads_source or {"E": source, "F": source}
-    mlp_owner_dst = heads_target or {"E": target, "F": target}
-    for branch, width in (("E", d_atom), ("F", d_edge)):
-        src_mlp = getattr(mlp_owner_src[branch], f"out_mlp_{branch}")
-        dst_mlp = getattr(mlp_owner_dst[branch], f"out_mlp_{branch}")
-        columns = [p * width + i for p in [0] + [k + 1 for k in kept] for i in range(width)]
-        with torch.no_grad():
-            dst_mlp[0].linear.weight.copy_(src_mlp[0].linear.weight[:, columns])
-        for i in range(1, len(dst_mlp)):
-            dst_mlp[i].load_state_dict(src_mlp[i].state_dict())
-        out_name = "out_energy" if branch == "E" else "out_forces"
-        getattr(mlp_owner_dst[branch], out_name).load_state_dict(getattr(mlp_owner_src[branch], out_name).state_dict())
 
 
 @pytest.mark.parametrize("structures", ["molecule", "slab"])
@@ -197,3 +170,97 @@ def test_final_mlp_features_are_exposed(tmp_path, batch, hydra):
     # hooks are gone after the context: another structure leaves the recorded features alone
     model(to_batch([molecule_atoms()]))
     assert features.node_input.shape == (n_atoms, 64)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# JMP's behaviours as options (what a converted JMP checkpoint uses; its outputs: tests/test_jmp.py)
+
+
+def test_absolute_rbf_cutoff_scales_every_radial_basis_and_keeps_the_graph(batch):
+    from fairchem.core.models.gemnet_oc.layers.radial_basis import RadialBasis
+
+    config = tiny_config(cutoff=5.0, cutoff_qint=5.0, cutoff_aeaint=5.0, cutoff_aint=5.0)
+    torch.manual_seed(0)
+    stock = GemNetOC(**config).eval()
+    same = Reduced(**config, absolute_rbf_cutoff=5.0).eval()
+    other = Reduced(**config, absolute_rbf_cutoff=12.0).eval()
+    for model in (same, other):
+        model.load_state_dict(stock.state_dict())
+    assert {m.inv_cutoff for m in other.modules() if isinstance(m, RadialBasis)} == {1 / 12.0}
+    assert (other.cutoff, other.cutoff_aint) == (5.0, 5.0)  # the graphs keep their cutoffs
+    e_ref, f_ref = energy_forces(stock, batch)
+    e, f = energy_forces(same, batch)
+    assert torch.equal(e, e_ref) and torch.equal(f, f_ref)  # equal to fairchem's when the scales agree
+    assert rel_err(energy_forces(other, batch)[0], e_ref) > 1e-2
+
+
+def test_jmp_cell_offset_sign_changes_only_periodic_graphs():
+    torch.manual_seed(0)
+    fairchem_sign = Reduced(**tiny_config()).eval()
+    jmp_sign = Reduced(**tiny_config(), cell_offset_convention="jmp").eval()
+    jmp_sign.load_state_dict(fairchem_sign.state_dict())
+    molecule = to_batch([molecule_atoms()])
+    assert torch.equal(energy_forces(fairchem_sign, molecule)[1], energy_forces(jmp_sign, molecule)[1])
+    graph = {}
+    for name, model in (("fairchem", fairchem_sign), ("jmp", jmp_sign)):
+        graph[name] = model.generate_graph_dict(to_batch([slab_atoms()]), 5.0, 20)["cell_offset"]
+    assert torch.equal(graph["jmp"], -graph["fairchem"]) and graph["jmp"].abs().sum() > 0
+
+
+def test_mlp_head_has_jmps_layout():
+    from fairchem_prune.models.gemnet_oc_reduced import mlp_head
+
+    head = mlp_head(16, 5)
+    keys = list(head.state_dict())
+    assert keys == [f"{i}.{p}" for i in (0, 2, 4, 6) for p in ("weight", "bias")] + ["8.weight"]
+    assert head(torch.randn(7, 16)).shape == (7, 1) and head[8].out_features == 1
+    model = Reduced(**tiny_config(), num_mlps=5)
+    assert isinstance(model.out_energy, torch.nn.Sequential) and model.out_forces[8].in_features == 24
+    assert model.resolved_config["num_mlps"] == 5
+    assert "num_mlps" not in Reduced(**tiny_config()).resolved_config  # fairchem's defaults are not written
+
+
+def test_fresh_head_keeps_the_pretrained_rest_and_may_change_num_mlps(stock_checkpoint):
+    path, stock, _ = stock_checkpoint
+    with pytest.raises(PruneError, match="num_mlps=5 but pretrained_checkpoint .* was trained with num_mlps=1"):
+        Reduced(pretrained_checkpoint=str(path), num_mlps=5)
+    torch.manual_seed(3)
+    fresh = Reduced(pretrained_checkpoint=str(path), num_mlps=5, head_init="fresh")
+    pretrained, own = stock.state_dict(), fresh.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in pretrained.items() if not k.startswith(("out_energy", "out_forces")))
+    assert [k for k in own if k.startswith("out_energy.")][-1] == "out_energy.8.weight"
+    same_shape = Reduced(pretrained_checkpoint=str(path), head_init="fresh").state_dict()
+    assert not torch.equal(same_shape["out_energy.linear.weight"], pretrained["out_energy.linear.weight"])
+
+
+def test_jmp_activation_name_is_fairchems_silu(stock_checkpoint, batch):
+    path, stock, _ = stock_checkpoint
+    jmp_named = Reduced(pretrained_checkpoint=str(path), activation="scaled_silu").eval()
+    e_ref, _ = energy_forces(stock, batch)
+    assert torch.equal(energy_forces(jmp_named, batch)[0], e_ref)
+
+
+def test_data_without_quadruplet_tags_is_a_clear_error():
+    model = Reduced(**tiny_config(qint_tags=[1, 2])).eval()
+    molecule = to_batch([molecule_atoms()])  # tags 0
+    with pytest.raises(PruneError, match=r"the structures have atom tags \[0\] but the model's quadruplet interactions "
+                                         r"need atoms tagged qint_tags \[1, 2\]"):
+        model(molecule)
+    molecule.tags[:] = 2  # JMP's molecules
+    assert torch.isfinite(model(molecule)["energy"]).all()
+
+
+@pytest.mark.parametrize("option, message", [
+    ({"absolute_rbf_cutoff": -1.0}, "absolute_rbf_cutoff must be a positive distance"),
+    ({"cell_offset_convention": "ase"}, "cell_offset_convention must be one of"),
+    ({"num_mlps": 0}, "num_mlps must be a positive number"),
+    ({"head_init": "zero"}, "head_init must be one of"),
+])
+def test_bad_jmp_option_is_an_error(option, message):
+    with pytest.raises(PruneError, match=message):
+        Reduced(**tiny_config(), **option)
+
+
+def test_hydra_backbone_refuses_the_mlp_head():
+    with pytest.raises(PruneError, match="num_mlps > 1 .* applies to the monolithic gemnet_oc_reduced"):
+        registry.get_model_class("gemnet_oc_reduced_backbone")(**tiny_config(), num_mlps=5)
