@@ -9,6 +9,7 @@ own config and loaded with its EMA weights when the checkpoint has them.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from typing import ClassVar
 from pathlib import Path
@@ -27,18 +28,41 @@ HEAD_LAYERS = {
 }
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """Load a fairchem checkpoint onto the CPU, or raise PruneError saying why it cannot be used."""
+def load_file(path: str | Path, kind: str) -> object:
+    """``torch.load`` of a ``kind`` (e.g. "fairchem") checkpoint onto the CPU, or PruneError saying
+    why it cannot be read. ``weights_only=False``: checkpoints hold configs (JMP's even PosixPaths)."""
     path = Path(path)
     if not path.is_file():
         raise PruneError(f"checkpoint {path}: no such file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises many types for truncated / foreign files
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PruneError(
-            f"checkpoint {path} cannot be read ({reason}); is it a complete fairchem .pt checkpoint?"
-        ) from None
+        raise PruneError(f"checkpoint {path} cannot be read ({reason}); is it a complete {kind} .pt checkpoint?") from None
+
+
+def check_output(source: Path, output: Path, force: bool, what: str) -> None:
+    """Raise PruneError unless ``output`` may receive the ``what`` (e.g. "sliced model") written
+    from ``source``: not the input, not an existing file without ``force``, in an existing folder."""
+    if output.exists() and source.exists() and output.resolve() == source.resolve():
+        raise PruneError(f"output {output} is the input checkpoint; write the {what} to another file")
+    if output.exists() and not force:
+        raise PruneError(f"output {output} already exists; choose another path or pass --force to overwrite it")
+    if not output.parent.is_dir():
+        raise PruneError(f"output folder {output.parent} does not exist; create it first")
+
+
+def save_checkpoint(checkpoint: dict, output: Path) -> None:
+    """``torch.save`` next to ``output``, then moved into place: never a half-written file."""
+    tmp = output.with_name(f".{output.name}.tmp")
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, output)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a fairchem checkpoint onto the CPU, or raise PruneError saying why it cannot be used."""
+    path = Path(path)
+    checkpoint = load_file(path, "fairchem")
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "config" not in checkpoint:
         raise PruneError(
             f"checkpoint {path} is not a fairchem checkpoint (it has no 'config' and 'state_dict'); "

@@ -16,6 +16,7 @@ from fairchem_prune.errors import PruneError
 
 #: command name -> module in fairchem_prune.commands
 COMMANDS = {
+    "convert-jmp": "convert_jmp",
     "slice": "slice",
     "demo": "demo",
     "prepare-dataset": "prepare_dataset",

@@ -19,7 +19,6 @@ Per-block scale factors (``...scale_factor``) live inside their blocks and move 
 from __future__ import annotations
 
 import copy
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -181,17 +180,12 @@ def slice_checkpoint(
     ``seed`` seeds the fresh initialisation used by ``mlp_init="random"``. ``checkpoint`` may be a
     GemNet-OC or an EquiformerV2 checkpoint (monolithic or hydra).
     """
-    from fairchem_prune.checkpoints import load_source
+    from fairchem_prune.checkpoints import check_output, load_source, save_checkpoint
 
     source_path, output = Path(checkpoint), Path(output)
     if mlp_init not in MLP_INIT_CHOICES:
         raise PruneError(f"mlp_init must be one of {MLP_INIT_CHOICES}, got {mlp_init!r}")
-    if output.exists() and output.resolve() == source_path.resolve():
-        raise PruneError(f"output {output} is the input checkpoint; write the sliced model to another file")
-    if output.exists() and not force:
-        raise PruneError(f"output {output} already exists; choose another path or pass --force to overwrite it")
-    if not output.parent.is_dir():
-        raise PruneError(f"output folder {output.parent} does not exist; create it first")
+    check_output(source_path, output, force, "sliced model")
 
     source = load_source(source_path)
     if source.ARCHITECTURE == "equiformer_v2" and mlp_init != "sliced":
@@ -223,9 +217,7 @@ def slice_checkpoint(
         "mlp_init": mlp_init,
         "used_ema": source.used_ema,
     }
-    tmp = output.with_name(f".{output.name}.tmp")
-    torch.save(new, tmp)
-    os.replace(tmp, output)
+    save_checkpoint(new, output)
     return SliceReport(
         source=source_path,
         output=output,

@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fairchem_prune.benchmark import DEFAULT_CONFIG
 
     parser.add_argument("--config", default=DEFAULT_CONFIG,
-                        help=f"fairchem YAML whose model: section is a gemnet_oc or equiformer_v2 architecture (default: {DEFAULT_CONFIG})")
+                        help="fairchem YAML whose model: section is a gemnet_oc or equiformer_v2 architecture, or a "
+                             "self-contained checkpoint (.pt, e.g. from tools/convert_jmp.py) whose config is one "
+                             f"(default: {DEFAULT_CONFIG})")
     parser.add_argument("--data", metavar="LMDB", help="fairchem LMDB file or folder; the first structures are used, in order")
     parser.add_argument("--blocks", default="6,5,4,3,2", metavar="K,K,...",
                         help="block counts to compare (default: 6,5,4,3,2; the largest is the reference)")

@@ -14,15 +14,20 @@ from fairchem_prune.cli import tool_main
 TOOL = Path(__file__).parents[2] / "tools" / "benchmark.py"
 
 
+def quick_benchmark(config, data, blocks: str, forces: str, out):
+    """The tool at the smallest settings: 2 structures, one pass, one fine-tuning step, one thread."""
+    return subprocess.run(
+        [sys.executable, str(TOOL), "--config", str(config), "--data", str(data), "--blocks", blocks,
+         "--batch-size", "2", "--repeats", "1", "--warmup", "0", "--finetune-repeats", "1", "--threads", "1",
+         "--forces", forces, "--out", str(out)],
+        capture_output=True, text=True,
+    )
+
+
 def test_script_runs_end_to_end_prints_the_table_and_writes_json(tiny_gemnet_files, tmp_path):
     config, data = tiny_gemnet_files
     out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, str(TOOL), "--config", str(config), "--data", str(data), "--blocks", "3,1",
-         "--batch-size", "2", "--repeats", "1", "--warmup", "0", "--finetune-repeats", "1", "--threads", "1",
-         "--forces", "gradient", "--out", str(out)],
-        capture_output=True, text=True,
-    )
+    result = quick_benchmark(config, data, "3,1", "gradient", out)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["blocks", "params", "params%"])
@@ -98,3 +103,22 @@ def test_equiformer_v2_config_runs_through_the_same_options(tiny_gemnet_files, t
     saved = json.loads(out.read_text())
     assert [r["blocks"] for r in saved["rows"]] == [4, 2] and saved["rows"][1]["flop_bound_speedup"] > 1.5
     assert saved["settings"]["regress_forces"] is True and saved["settings"]["direct_forces"] is True
+
+
+def test_script_takes_a_converted_jmp_checkpoint(tiny_gemnet_files, tmp_path):
+    from fairchem_prune.jmp import convert_jmp
+
+    _, data = tiny_gemnet_files
+    checkpoint = tmp_path / "jmp.pt"
+    convert_jmp(Path(__file__).parents[1] / "fixtures" / "jmp" / "jmp_tiny.pt", checkpoint)
+    out = tmp_path / "bench.json"
+    result = quick_benchmark(checkpoint, data, "3,2", "direct", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ("note: the stock gemnet_oc has no absolute_rbf_cutoff, cell_offset_convention, num_mlps: it is built "
+            "without them") in result.stdout
+    saved = json.loads(out.read_text())
+    architecture = saved["settings"]["architecture"]
+    assert architecture["num_mlps"] == 5 and architecture["num_blocks"] == 3 and architecture["qint_tags"] == [1, 2]
+    rows = {row["blocks"]: row for row in saved["rows"]}
+    assert rows[3]["params"] == 93_761  # the converted model, JMP's 5-layer heads included
+    assert rows[3]["max_abs_diff_vs_stock"] is None and rows[2]["params"] < rows[3]["params"]
