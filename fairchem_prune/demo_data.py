@@ -31,6 +31,7 @@ from ase.constraints import FixAtoms, FixCom
 from tqdm import tqdm
 
 from fairchem_prune.datasets.qm9 import PROPERTIES as QM9_PROPERTIES
+from fairchem_prune.datasets.raw import JMP_TAG
 from fairchem_prune.errors import PruneError
 
 EMT_METALS = ("Cu", "Pt", "Ni", "Al", "Pd", "Ag", "Au")
@@ -148,8 +149,8 @@ def make_demo_data(out: str | Path, size: str | DemoSize = "small", seed: int = 
     """Write the demo data under ``out`` (deterministic for ``seed``); returns counts per part.
 
     * ``pretrain/{train,val}/{xtb_molecules,emt_slabs}.lmdb``: S2EF pre-training mix, one LMDB per
-      source; G2 molecule conformers from 500 K xTB MD (no cell, no PBC) and EMT slabs with
-      adsorbates (periodic), energies in eV, forces in eV/Å.
+      source; G2 molecule conformers from 500 K xTB MD (no cell, no PBC, JMP's tag 2 on every atom)
+      and EMT slabs with adsorbates (periodic, OC20's tags 0 / 1 / 2), energies in eV, forces in eV/Å.
     * ``raw/rmd17_ethanol.npz``: rMD17 format (``nuclear_charges``, ``coords``, ``energies``,
       ``forces``; kcal/mol), xTB MD of ethanol at 500 K, one frame every 5 fs.
     * ``raw/md22_adenine-thymine.npz``: MD22 format (``z``, ``R``, ``E``, ``F``; kcal/mol), xTB MD of
@@ -184,7 +185,7 @@ def make_demo_data(out: str | Path, size: str | DemoSize = "small", seed: int = 
         for name, job in zip(tqdm(names, desc="xTB MD of G2 molecules"), pretrain):
             result = job.result()
             for pos, energy, forces in zip(result["positions"], result["energy"], result["forces"]):
-                atoms = Atoms(numbers=g2[name].numbers, positions=pos)
+                atoms = Atoms(numbers=g2[name].numbers, positions=pos, tags=np.full(len(pos), JMP_TAG))
                 atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
                 molecules.append(atoms)
         slabs = emt_slabs(size.slabs, seed=int(next(seeds)))

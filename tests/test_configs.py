@@ -84,3 +84,38 @@ def test_equiformer_v2_distill_configs_are_the_gemnet_set_up_without_the_edge_te
         config.pop("model")
         config["task"]["distill"].pop("teacher_checkpoint")
     assert eqv2 == gemnet  # the demo mix, the other loss weights, the budget, sampling and optimiser
+
+
+#: JMP's fine-tuning graph per task: cutoff (Å) and max neighbours (main, qint, aeaint, aint)
+JMP_GRAPHS = {"rmd17_aspirin": (7.0, (100, 26, 66, 3333)), "qm9_u0": (8.0, (30, 8, 20, 1000)),
+              "spice_aa": (12.0, (30, 8, 20, 1000)), "md22_acala3": (12.0, (30, 8, 20, 1000)),
+              "qmof_bandgap": (19.0, (30, 8, 20, 1000))}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_finetune_configs_use_jmps_graph_basis_head_and_forces(task):
+    model = load(CONFIGS / "finetune" / f"{task}_4b.yml")["model"]
+    cutoff, neighbors = JMP_GRAPHS[task]
+    assert [model[k] for k in ("cutoff", "cutoff_qint", "cutoff_aeaint", "cutoff_aint")] == [cutoff] * 4
+    assert tuple(model[k] for k in ("max_neighbors", "max_neighbors_qint", "max_neighbors_aeaint", "max_neighbors_aint")) == neighbors
+    assert model["absolute_rbf_cutoff"] == 12.0 and model["qint_tags"] == [1, 2] and model["cell_offset_convention"] == "jmp"
+    assert model["num_mlps"] == 5 and model["head_init"] == "fresh"
+    assert model["direct_forces"] is False  # energy only, or forces as energy gradients
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_jmp_s_configs_are_the_jmp_l_ones_with_another_checkpoint(task):
+    for k in (4, 3, 2):
+        small, large = load(CONFIGS / "finetune" / "jmp_s" / f"{task}_{k}b.yml"), load(CONFIGS / "finetune" / f"{task}_{k}b.yml")
+        assert small["model"].pop("pretrained_checkpoint") == "checkpoints/jmp_s.pt"
+        assert large["model"].pop("pretrained_checkpoint") == "checkpoints/jmp_l.pt"
+        assert small == large
+
+
+def test_design_card_example_is_qm9_u0_with_4_blocks():
+    assert load(CONFIGS / "finetune" / "qm9_4b.yml") == load(CONFIGS / "finetune" / "qm9_u0_4b.yml")
+
+
+def test_demo_finetuning_keeps_the_demo_teachers_graph_and_head():
+    model = load(CONFIGS / "finetune" / "demo_ethanol_4b.yml")["model"]
+    assert not {"absolute_rbf_cutoff", "num_mlps", "head_init", "qint_tags", "cutoff"} & set(model)

@@ -13,6 +13,19 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from fairchem_prune.errors import PruneError
 
 
+#: JMP's atom tag for non-catalysis data (molecules, crystals, MOFs): every atom is tagged 2, the tag
+#: whose atoms GemNet-OC with JMP's ``qint_tags: [1, 2]`` builds quadruplets around
+JMP_TAG = 2
+
+
+def with_jmp_tags(atoms: Atoms) -> Atoms:
+    """``atoms`` with tag :data:`JMP_TAG` on every atom, unless it carries tags of its own (e.g. a
+    catalysis slab with OC20's 0 / 1 / 2)."""
+    if not atoms.get_tags().any():
+        atoms.set_tags(np.full(len(atoms), JMP_TAG))
+    return atoms
+
+
 def labelled(atoms: Atoms, energy: float, forces=None) -> Atoms:
     """``atoms`` with a single-point calculator holding the target ``energy`` (eV, or the target's
     unit) and, optionally, ``forces`` (n_atoms x 3, eV/Å)."""

@@ -44,3 +44,21 @@ def test_info_key_target_and_missing_key(tmp_path):
     assert all("forces" not in d for d in data)
     with pytest.raises(PruneError, match="mine.extxyz: structure 0 has no info key 'lumo'"):
         prepare_dataset("ase", tmp_path / "mine.extxyz", tmp_path / "other", target="lumo")
+
+
+def test_untagged_structures_get_jmp_tag_2_and_tagged_ones_keep_theirs(tmp_path):
+    from ase.build import add_adsorbate, fcc111
+
+    slabs = []
+    for i in range(10):
+        slab = fcc111("Cu", size=(2, 2, 2), vacuum=5.0)
+        add_adsorbate(slab, "O", 1.8, "fcc")
+        slab.set_tags([0] * 4 + [1] * 4 + [2])
+        slab.calc = SinglePointCalculator(slab, energy=-1.0 * i)
+        slabs.append(slab)
+    ase.io.write(tmp_path / "slabs.extxyz", slabs)
+    ase.io.write(tmp_path / "mols.extxyz", structures(10))
+    prepare_dataset("ase", tmp_path / "slabs.extxyz", tmp_path / "slabs")
+    prepare_dataset("ase", tmp_path / "mols.extxyz", tmp_path / "mols")
+    assert all(d.tags.tolist() == [0] * 4 + [1] * 4 + [2] for e in read_splits(tmp_path / "slabs").values() for d in e)
+    assert all(d.tags.tolist() == [2, 2, 2] for e in read_splits(tmp_path / "mols").values() for d in e)

@@ -43,6 +43,7 @@ def test_jmp_split_units_and_no_frame_lost(tmp_path):
         assert d.energy == pytest.approx(raw["energies"][i] * KCAL_MOL_EV, rel=1e-7)
         np.testing.assert_allclose(d.forces.numpy(), raw["forces"][i] * KCAL_MOL_EV, rtol=1e-5, atol=1e-6)
         assert d.atomic_numbers.tolist() == [8, 1, 1] and not d.pbc.any()
+        assert d.tags.tolist() == [2, 2, 2]  # JMP: tag 2 on every atom of a molecule
 
 
 def test_sizes_seed_and_determinism(tmp_path):

@@ -68,7 +68,7 @@ def test_labels_match_a_fresh_calculator(demo):
     # the LMDB keeps positions in float32: the labels belong to the float64 positions they were rounded from
     assert molecule.energy == pytest.approx(fresh_mol["energy"], abs=1e-4)
     np.testing.assert_allclose(molecule.forces.numpy(), fresh_mol["forces"], atol=1e-3)
-    assert not molecule.pbc.any()
+    assert not molecule.pbc.any() and (molecule.tags == 2).all()  # JMP: tag 2 on every atom of a molecule
     assert raw["energies"][3] * kcal == pytest.approx(fresh["energy"], rel=1e-12)
     np.testing.assert_allclose(raw["forces"][3] * kcal, fresh["forces"], rtol=1e-10, atol=1e-12)
     assert md22["E"][1, 0] * kcal == pytest.approx(fresh22["energy"], rel=1e-12)
