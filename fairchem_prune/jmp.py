@@ -336,9 +336,9 @@ def convert_jmp(checkpoint: str | Path, output: str | Path, task: str = "oc20", 
     when anything is wrong."""
     from fairchem.core.common.registry import registry
 
-    import fairchem_prune.models.gemnet_oc_reduced  # noqa: F401  (registers the name)
     from fairchem_prune.checkpoints import check_output, save_checkpoint
     from fairchem_prune.fast_init import fast_init
+    from fairchem_prune.models.gemnet_oc_reduced import OUTPUT_LAYERS  # also registers gemnet_oc_reduced
 
     source, output = Path(checkpoint), Path(output)
     if task not in TASK_CHOICES:
@@ -363,7 +363,7 @@ def convert_jmp(checkpoint: str | Path, output: str | Path, task: str = "oc20", 
             converted[name] = value
     own = model.state_dict()
     if task == "none":
-        converted.update({k: v for k, v in own.items() if k.split(".", 1)[0] in ("out_energy", "out_forces")})
+        converted.update({k: v for k, v in own.items() if k.split(".", 1)[0] in OUTPUT_LAYERS})
     unexpected = sorted(set(converted) - set(own))
     missing = sorted(set(own) - set(converted))
     if unexpected or missing:

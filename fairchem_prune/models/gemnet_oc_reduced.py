@@ -60,7 +60,7 @@ ACTIVATION_ALIASES = {"scaled_silu": "silu", "scaled_swish": "silu", "swish": "s
 CELL_OFFSET_CONVENTIONS = ("fairchem", "jmp")
 HEAD_INIT_CHOICES = ("pretrained", "fresh")
 #: the output layers that ``num_mlps`` shapes and ``head_init: fresh`` leaves freshly initialised
-HEAD_LAYERS = ("out_energy", "out_forces")
+OUTPUT_LAYERS = ("out_energy", "out_forces")
 
 
 def mlp_head(width: int, num_mlps: int) -> nn.Sequential:
@@ -93,7 +93,7 @@ def _jmp_options(kwargs: dict) -> dict:
 
 
 def _is_head_key(key: str) -> bool:
-    return key.split(".", 1)[0] in HEAD_LAYERS
+    return key.split(".", 1)[0] in OUTPUT_LAYERS
 
 
 @registry.register_model("gemnet_oc_reduced")
