@@ -138,7 +138,7 @@ def read_jmp_checkpoint(path: str | Path) -> JMPCheckpoint:
 
 def model_config(jmp: JMPCheckpoint, task: str) -> dict:
     """The self-contained ``gemnet_oc_reduced`` config (no name) of the converted model: JMP's
-    architecture, JMP's graph settings for ``task`` and JMP's output head."""
+    architecture, JMP's graph settings for ``task`` (one of :data:`TASK_CHOICES`) and JMP's output head."""
     backbone = jmp.backbone
     for key, wanted in REQUIRED_VALUES.items():
         if backbone.get(key, wanted) != wanted:
@@ -159,24 +159,25 @@ def model_config(jmp: JMPCheckpoint, task: str) -> dict:
         num_mlps=int(jmp.hparams.get("output", {}).get("num_mlps", 1)),
     )
     if task != "none":
-        config["extensive"] = jmp.tasks[_task_index(jmp, task)].get("node_energy_reduction", "sum") == "sum"
+        config["extensive"] = task_settings(jmp, task).get("node_energy_reduction", "sum") == "sum"
     return config
 
 
-def _task_index(jmp: JMPCheckpoint, task: str) -> int:
-    if task not in TASK_CHOICES:
-        raise PruneError(f"--task {task!r} is not a JMP pre-training task; choose one of {', '.join(TASK_CHOICES)}")
+def task_settings(jmp: JMPCheckpoint, task: str) -> dict:
+    """JMP's config of pre-training task ``task`` (its head's normalisation, loss scales, energy
+    reduction); ``{}`` for ``"none"``. PruneError if the checkpoint has no such head."""
+    if task == "none":
+        return {}
     if task not in jmp.task_names:
         found = ", ".join(jmp.task_names) or "none"
         raise PruneError(f"checkpoint {jmp.path} has no {task} head (its pre-training heads: {found}); "
                          "choose one of those or --task none")
-    return jmp.task_names.index(task)
+    return jmp.tasks[jmp.task_names.index(task)]
 
 
 def _weights(jmp: JMPCheckpoint, weights: str) -> dict[str, torch.Tensor]:
-    """The JMP state dict with ``weights`` applied (see the module docstring), in JMP's key space."""
-    if weights not in WEIGHTS_CHOICES:
-        raise PruneError(f"--weights must be one of {', '.join(WEIGHTS_CHOICES)}, got {weights!r}")
+    """The JMP state dict with ``weights`` (one of :data:`WEIGHTS_CHOICES`) applied (see the module
+    docstring), in JMP's key space."""
     state = dict(jmp.state_dict)
     if weights == "raw":
         return state
@@ -287,8 +288,7 @@ class ConversionReport:
 
 
 #: the non-model sections of the converted checkpoint's config (what OCPCalculator and the tools read)
-def _fairchem_sections(jmp: JMPCheckpoint, task: str, regress_forces: bool) -> dict:
-    settings = jmp.tasks[_task_index(jmp, task)] if task != "none" else {}
+def _fairchem_sections(jmp: JMPCheckpoint, settings: dict, regress_forces: bool) -> dict:
     optimizer = jmp.hparams.get("optimizer") or {}
     outputs = {"energy": {"shape": 1, "level": "system"}}
     losses = [{"energy": {"fn": "mae", "coefficient": settings.get("energy_loss_scale", 1.0)}}]
@@ -313,13 +313,12 @@ def _fairchem_sections(jmp: JMPCheckpoint, task: str, regress_forces: bool) -> d
     }
 
 
-def _normalizers(jmp: JMPCheckpoint, task: str, regress_forces: bool) -> tuple[dict, dict]:
-    """(fairchem normalizer state dicts, their stds) of ``task``'s JMP normalisation."""
+def _normalizers(settings: dict, regress_forces: bool) -> tuple[dict, dict]:
+    """(fairchem normalizer state dicts, their stds) of a JMP task's normalisation (``settings``:
+    :func:`task_settings`)."""
     from fairchem.core.modules.normalization.normalizer import Normalizer
 
-    if task == "none":
-        return {}, {}
-    normalization = jmp.tasks[_task_index(jmp, task)].get("normalization") or {}
+    normalization = settings.get("normalization") or {}
     states, stds = {}, {}
     for jmp_name, target in (("y", "energy"), ("force", "forces")):
         if jmp_name in normalization and (target == "energy" or regress_forces):
@@ -338,7 +337,7 @@ def convert_jmp(checkpoint: str | Path, output: str | Path, task: str = "oc20", 
 
     from fairchem_prune.checkpoints import check_output, save_checkpoint
     from fairchem_prune.fast_init import fast_init
-    from fairchem_prune.models.gemnet_oc_reduced import OUTPUT_LAYERS  # also registers gemnet_oc_reduced
+    from fairchem_prune.models.gemnet_oc_reduced import is_output_layer_key  # also registers gemnet_oc_reduced
 
     source, output = Path(checkpoint), Path(output)
     if task not in TASK_CHOICES:
@@ -348,7 +347,8 @@ def convert_jmp(checkpoint: str | Path, output: str | Path, task: str = "oc20", 
     check_output(source, output, force, "converted model")
 
     jmp = read_jmp_checkpoint(source)
-    task_index = None if task == "none" else _task_index(jmp, task)
+    settings = task_settings(jmp, task)
+    task_index = None if task == "none" else jmp.task_names.index(task)
     state = _weights(jmp, weights)
     config = model_config(jmp, task)
 
@@ -363,7 +363,7 @@ def convert_jmp(checkpoint: str | Path, output: str | Path, task: str = "oc20", 
             converted[name] = value
     own = model.state_dict()
     if task == "none":
-        converted.update({k: v for k, v in own.items() if k.split(".", 1)[0] in OUTPUT_LAYERS})
+        converted.update({k: v for k, v in own.items() if is_output_layer_key(k)})
     unexpected = sorted(set(converted) - set(own))
     missing = sorted(set(own) - set(converted))
     if unexpected or missing:
@@ -372,10 +372,10 @@ def convert_jmp(checkpoint: str | Path, output: str | Path, task: str = "oc20", 
     model.load_state_dict(converted, strict=True)
 
     regress_forces = bool(config.get("regress_forces", True))
-    normalizers, stds = _normalizers(jmp, task, regress_forces)
+    normalizers, stds = _normalizers(settings, regress_forces)
     model_section = {"name": "gemnet_oc_reduced", **model.resolved_config}
     new = {
-        "config": {"model": model_section, **_fairchem_sections(jmp, task, regress_forces)},
+        "config": {"model": model_section, **_fairchem_sections(jmp, settings, regress_forces)},
         "state_dict": model.state_dict(),
         "normalizers": normalizers,
         "elementrefs": {},

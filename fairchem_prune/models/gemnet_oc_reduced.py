@@ -92,7 +92,8 @@ def _jmp_options(kwargs: dict) -> dict:
     return options
 
 
-def _is_head_key(key: str) -> bool:
+def is_output_layer_key(key: str) -> bool:
+    """Whether state-dict entry ``key`` (monolithic key space) belongs to ``out_energy`` / ``out_forces``."""
     return key.split(".", 1)[0] in OUTPUT_LAYERS
 
 
@@ -209,10 +210,10 @@ class GemNetOCReduced(GemNetOC):
         weights = slice_state_dict(source.monolithic_state_dict(), source.num_blocks, kept, mlp_init)
         own = self.state_dict()
         # drop what this configuration does not have (e.g. the force branch with direct_forces off)
-        weights = {k: v for k, v in weights.items() if k in own and not (head_init == "fresh" and _is_head_key(k))}
+        weights = {k: v for k, v in weights.items() if k in own and not (head_init == "fresh" and is_output_layer_key(k))}
         result = self.load_state_dict(weights, strict=False)
         fresh = [k for k in result.missing_keys if not (mlp_init == "random" and is_first_mlp_weight(k))
-                 and not (head_init == "fresh" and _is_head_key(k))]
+                 and not (head_init == "fresh" and is_output_layer_key(k))]
         if fresh:
             logging.info(f"gemnet_oc_reduced: not in {source.path}, freshly initialised: {fresh}")
         logging.info(
