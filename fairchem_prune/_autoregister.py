@@ -6,8 +6,8 @@ site-packages), so it imports nothing heavy. It adds a meta-path finder that wai
 modules to be imported:
 
 * ``fairchem.core.common.registry``: its name mappings are wrapped so that a lookup of one of our
-  names (``registry.get_model_class("gemnet_oc_reduced")``, a config's ``model: name:`` or
-  ``trainer:``) first imports the module that registers it. Nothing of ours is imported until such a
+  names (a reduced model of one of :mod:`fairchem_prune.architectures`, a config's ``model: name:``
+  or ``trainer:``) first imports the module that registers it. Nothing of ours is imported until such a
   name is actually asked for.
 * ``fairchem.core._cli`` (the ``fairchem`` command): its ``main`` is wrapped so that a
   :class:`~fairchem_prune.errors.PruneError` raised by our models or trainers in the command's own
@@ -22,18 +22,22 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import sys
+from collections.abc import Callable
 
 REGISTRY_MODULE = "fairchem.core.common.registry"
 CLI_MODULE = "fairchem.core._cli"
 
-#: mapping name in fairchem's registry -> {short name: module that registers it}
-LAZY_NAMES: dict[str, dict[str, str]] = {
-    "model_name_mapping": {
-        "gemnet_oc_reduced": "fairchem_prune.models.gemnet_oc_reduced",
-        "gemnet_oc_reduced_backbone": "fairchem_prune.models.gemnet_oc_reduced",
-        "equiformer_v2_reduced": "fairchem_prune.models.equiformer_v2_reduced",
-        "equiformer_v2_reduced_backbone": "fairchem_prune.models.equiformer_v2_reduced",
-    },
+def _reduced_models() -> dict[str, str]:
+    """Our model names -> their modules, from the architecture adapters (imported on first need)."""
+    from fairchem_prune.architectures import reduced_model_modules
+
+    return reduced_model_modules()
+
+
+#: mapping name in fairchem's registry -> {short name: module that registers it}, or a function
+#: returning that mapping when a name is first missed
+LAZY_NAMES: dict[str, dict[str, str] | Callable[[], dict[str, str]]] = {
+    "model_name_mapping": _reduced_models,
     "trainer_name_mapping": {
         "finetune": "fairchem_prune.trainers.finetune",
         "distill": "fairchem_prune.trainers.distill",
@@ -44,12 +48,16 @@ LAZY_NAMES: dict[str, dict[str, str]] = {
 class _LazyMapping(dict):
     """A registry mapping that imports the registering module of a known name on first lookup."""
 
-    def __init__(self, existing: dict, lazy: dict[str, str]) -> None:
+    def __init__(self, existing: dict, lazy: dict[str, str] | Callable[[], dict[str, str]]) -> None:
         super().__init__(existing)
         self._lazy = lazy
 
     def _load(self, key) -> None:
-        if not dict.__contains__(self, key) and key in self._lazy:
+        if dict.__contains__(self, key):
+            return
+        if callable(self._lazy):
+            self._lazy = self._lazy()
+        if key in self._lazy:
             importlib.import_module(self._lazy[key])
 
     def get(self, key, default=None):

@@ -2,9 +2,9 @@
 
 For a pre-trained model with b blocks this writes b fine-tuning configs, one per removed block, each
 including the user's fine-tuning config and keeping the other blocks via ``kept_blocks``. Blocks are
-named as in the relevance JSON (:func:`fairchem_prune.relevance.block_names`): GemNet-OC's
-interaction block k is partition f_{k+2} (f_1, the embedding, is never removed), EquiformerV2's
-transformer block k is b_k. They run through the stock ``fairchem`` command (locally, or on SLURM with
+named as in the relevance JSON (:func:`fairchem_prune.relevance.block_names`; e.g. ``b_2``, or
+``f_3`` where the scored features are readout partitions and f_1 is the embedding, never removed).
+They run through the stock ``fairchem`` command (locally, or on SLURM with
 its ``--submit``), and the summary reads the validation metrics that fairchem stores in each run's
 ``best_checkpoint.pt``.
 
@@ -38,27 +38,29 @@ class AblationRun:
 
 
 def write_ablation_configs(config: str | Path, pretrained: str | Path, out: str | Path, force: bool = False) -> list[AblationRun]:
-    """One config per removed block of ``pretrained`` (GemNet-OC or EquiformerV2), each including
-    ``config``, a fine-tuning config of the same architecture's reduced model."""
+    """One config per removed block of ``pretrained`` (monolithic or hydra), each including ``config``,
+    a fine-tuning config of the same architecture's reduced model (or hydra with its reduced backbone)."""
     from fairchem.core.common.utils import load_config
 
     from fairchem_prune.checkpoints import load_source
-    from fairchem_prune.relevance import block_names
 
     config, pretrained, out = Path(config), Path(pretrained), Path(out)
     if not config.is_file():
         raise PruneError(f"fine-tuning config {config}: no such file")
     source = load_source(pretrained)
+    architecture = source.architecture
     if source.num_blocks < 2:
         raise PruneError(f"{pretrained} has {source.num_blocks} block; nothing to ablate")
-    name = load_config(str(config))[0].get("model", {}).get("name", source.REDUCED)
-    if name != source.REDUCED:
-        raise PruneError(f"fine-tuning config {config} trains {name!r} but the {source.ARCHITECTURE} checkpoint "
-                         f"{pretrained} needs {source.REDUCED}; give a fine-tuning config of that model")
+    model = load_config(str(config))[0].get("model", {})
+    reduced = architecture.reduced_backbone if source.is_hydra else architecture.reduced_model
+    found = model.get("backbone", {}).get("model") if model.get("name") == "hydra" else model.get("name", reduced)
+    if found != reduced:
+        raise PruneError(f"fine-tuning config {config} trains {found!r} but the {architecture.label} checkpoint "
+                         f"{pretrained} needs {reduced}; give a fine-tuning config of that model")
     folder = out / "configs"
     folder.mkdir(parents=True, exist_ok=True)
     runs = []
-    for k, removed in enumerate(block_names(source.model)[-source.num_blocks:]):
+    for k, removed in enumerate(architecture.removable_block_names(source.source_blocks)):
         stem = "remove_" + removed.replace("_", "")
         run = AblationRun(
             name=stem, removed=removed,
@@ -66,15 +68,9 @@ def write_ablation_configs(config: str | Path, pretrained: str | Path, out: str 
         )
         if run.config.exists() and not force:
             raise PruneError(f"{run.config} already exists; use another --out or pass --force")
-        body = {
-            "includes": [str(config.resolve())],
-            "model": {
-                "name": source.REDUCED,
-                "pretrained_checkpoint": str(pretrained.resolve()),
-                "num_blocks_kept": None,
-                "kept_blocks": run.kept_blocks,
-            },
-        }
+        section = {"pretrained_checkpoint": str(pretrained.resolve()), "num_blocks_kept": None, "kept_blocks": run.kept_blocks}
+        body = {"includes": [str(config.resolve())],
+                "model": {"backbone": {"model": reduced, **section}} if source.is_hydra else {"name": reduced, **section}}
         header = f"# Ablation: {config.name} with block {k} ({run.removed}) of {pretrained.name} removed.\n"
         run.config.write_text(header + yaml.safe_dump(body, sort_keys=False))
         load_config(str(run.config))  # fairchem's own loader must accept it

@@ -1,8 +1,7 @@
 """Efficiency benchmark of block reduction (the paper's Table 2 analogue): for each number of kept
-blocks k, ``gemnet_oc_reduced`` keeping k interaction blocks and stock fairchem ``gemnet_oc`` built
-with k blocks, or ``equiformer_v2_reduced`` keeping k transformer blocks and stock ``equiformer_v2``
-built with ``num_layers: k``, measured side by side in one process. The config's model name picks the
-architecture (:data:`FAMILIES`).
+blocks k, the reduced model keeping k blocks and the stock fairchem model built with k blocks,
+measured side by side in one process. The config's model (monolithic or hydra) picks the architecture
+(:func:`fairchem_prune.architectures.of_config`); its adapter names the reduced and the stock model.
 
 What is measured, per model:
 
@@ -28,10 +27,10 @@ What is measured, per model:
   mode; warm-up steps, then the median of repeated steps, round-robin over k as above.
 
 Weights are random (speed does not depend on their values); the stock k-block model gets the reduced
-model's weights, and their outputs are checked to agree (from the same random seed: EquiformerV2 draws
-a random roll of each edge frame per pass). With ``init="fast"`` the QR decomposition of GemNet-OC's
-orthogonal initialisation is replaced by Gaussian noise of the same scale (building a 160M-parameter
-JMP-L with fairchem's init takes minutes on 2 CPU cores); EquiformerV2's initialisation is unchanged.
+model's weights, and their outputs are checked to agree (from the same random seed: some architectures
+draw random edge frames in each pass). With ``init="fast"`` the QR decomposition of orthogonal
+initialisations is replaced by Gaussian noise of the same scale (:mod:`fairchem_prune.fast_init`;
+building a 160M-parameter JMP-L with fairchem's init takes minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -46,56 +45,47 @@ import platform
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from fairchem_prune import architectures
+from fairchem_prune.architectures import Architecture
 from fairchem_prune.errors import PruneError
 from fairchem_prune.fast_init import fast_init
-from fairchem_prune.models import forces_are_gradients
 
 #: default ``--config``: JMP-L's architecture, resolved against the working directory, then the repository
 DEFAULT_CONFIG = "configs/models/jmp_l.yml"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-#: ``forces``: regress_forces, direct_forces (GemNet-OC; EquiformerV2's forces are always direct)
+#: ``forces``: regress_forces, direct_forces (set where the stock model takes them)
 FORCE_MODES = {
     "none": (False, False),      # energy only (JMP's QM9/QMOF fine-tuning; 160.61M parameters for JMP-L)
     "gradient": (True, False),   # forces = -dE/dx (JMP's MD fine-tuning; same parameters as "none")
-    "direct": (True, True),      # the direct-force branch (JMP-L pre-training head; 216.42M parameters)
+    "direct": (True, True),      # a direct-force branch (JMP-L pre-training head; 216.42M parameters)
     "config": (None, None),      # as the config says
 }
 DTYPES = ("float32", "bfloat16")
 #: keys of a reduced model's config that do not describe the architecture
-_REDUCTION_KEYS = ("num_blocks_kept", "kept_blocks", "mlp_init", "source_blocks", "scale_file")
+_REDUCTION_KEYS = ("num_blocks_kept", "kept_blocks", "mlp_init", "source_blocks", "scale_file", "pretrained_checkpoint")
 
 
-@dataclass(frozen=True)
-class Family:
-    """An architecture the benchmark compares: the config names it accepts, the reduced and the stock
-    model, and the key holding the number of blocks."""
-
-    label: str
-    names: tuple[str, ...]
-    reduced: str
-    stock: str
-    block_key: str
-    block_kind: str
-    direct_forces_only: bool
+def core_config(model_config: dict) -> dict:
+    """The section of a ``model:`` config that holds the blocks: itself, or a hydra model's backbone."""
+    return model_config["backbone"] if model_config.get("name") == "hydra" else model_config
 
 
-FAMILIES = (
-    Family("GemNet-OC", ("gemnet_oc", "gemnet_oc_reduced"), "gemnet_oc_reduced", "gemnet_oc",
-           "num_blocks", "interaction", False),
-    Family("EquiformerV2", ("equiformer_v2", "equiformer_v2_backbone", "equiformer_v2_reduced"),
-           "equiformer_v2_reduced", "equiformer_v2", "num_layers", "transformer", True),
-)
+def architecture_of(model_config: dict) -> Architecture:
+    return architectures.of_config(model_config, "the benchmark config")
 
 
-def family_of(architecture: dict) -> Family:
-    """The family of a :func:`load_architecture` result, told by its block key."""
-    return next(family for family in FAMILIES if family.block_key in architecture)
+def _stock_class(model_config: dict, architecture: Architecture):
+    from fairchem.core.common.registry import registry
+
+    architecture.register_stock()
+    if model_config.get("name") == "hydra":
+        return registry.get_model_class(model_config["backbone"]["model"])
+    return registry.get_model_class(model_config["name"])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -134,10 +124,10 @@ def _model_section(path: Path, config_path: str | Path) -> dict:
 
 
 def load_architecture(config_path: str | Path, forces: str = "none", overrides: Sequence[str] = ()) -> dict:
-    """The stock model's keyword arguments (``gemnet_oc`` with ``num_blocks``, or ``equiformer_v2``
-    with ``num_layers`` = the source's b) of the ``model:`` section of a fairchem YAML (``includes``
-    resolved) or of a checkpoint's config (e.g. a converted JMP checkpoint), with the force mode and
-    ``key=value`` overrides (values parsed as YAML) applied."""
+    """The stock model's ``model:`` config (monolithic or hydra; a reduced config becomes its stock
+    model with the source's b blocks) of a fairchem YAML (``includes`` resolved) or of a checkpoint's
+    config (e.g. a converted JMP checkpoint), with the force mode and ``key=value`` overrides of the
+    block-holding section (values parsed as YAML) applied."""
     import yaml
 
     path = resolve_config_path(config_path)
@@ -147,33 +137,37 @@ def load_architecture(config_path: str | Path, forces: str = "none", overrides: 
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise PruneError(f"--model-override {item!r}: expected key=value, e.g. max_neighbors=20")
-        model[key.strip()] = yaml.safe_load(value)
-    name = model.pop("name", None)
-    family = next((f for f in FAMILIES if name in f.names), None)
-    if family is None:
-        accepted = ", ".join(n for f in FAMILIES for n in f.names)
-        raise PruneError(f"config {config_path} describes a {name!r} model; the benchmark needs one of {accepted}")
-    key = family.block_key
-    if model.get("pretrained_checkpoint") is not None:
-        raise PruneError(f"config {config_path} sets pretrained_checkpoint; the benchmark builds random models from an "
+        core_config(model)[key.strip()] = yaml.safe_load(value)
+    where = f"config {config_path}"
+    architecture = architectures.of_config(model, where)
+    core = core_config(model)
+    key = architecture.block_key
+    if core.get("pretrained_checkpoint") is not None:
+        raise PruneError(f"{where} sets pretrained_checkpoint; the benchmark builds random models from an "
                          f"architecture: give a config with {key} and the shape hyperparameters (e.g. configs/models/jmp_l.yml) "
                          "or a self-contained checkpoint (tools/slice_checkpoint.py writes one)")
-    model.pop("pretrained_checkpoint", None)
-    if model.get("kept_blocks") is not None:
-        raise PruneError(f"config {config_path} sets kept_blocks; give the source architecture ({key}) instead")
+    if core.get("kept_blocks") is not None:
+        raise PruneError(f"{where} sets kept_blocks; give the source architecture ({key}) instead")
     for reduction_key in _REDUCTION_KEYS:
-        model.pop(reduction_key, None)
-    if not isinstance(model.get(key), int) or model[key] < 1:
-        raise PruneError(f"config {config_path}: model needs {key} (the number of {family.block_kind} blocks)")
+        core.pop(reduction_key, None)
+    # the stock model of a reduced config
+    if model["name"] == "hydra":
+        core["model"] = architecture.stock_backbones[0]
+        model.pop("finetune_config", None)
+    else:
+        model["name"] = architecture.stock_models[0]
+    if not isinstance(core.get(key), int) or core[key] < 1:
+        raise PruneError(f"{where}: model needs {key} (the number of {architecture.block_kind} blocks)")
     if forces not in FORCE_MODES:
         raise PruneError(f"forces must be one of {sorted(FORCE_MODES)}, got {forces!r}")
     regress, direct = FORCE_MODES[forces]
-    if family.direct_forces_only and regress and not direct:
-        raise PruneError(f"--forces {forces}: {family.label} predicts forces directly; use --forces direct or none")
+    accepted = inspect.signature(_stock_class(model, architecture).__init__).parameters
+    if regress and not direct and "direct_forces" not in accepted:
+        raise PruneError(f"--forces {forces}: {architecture.label} predicts forces directly; use --forces direct or none")
     if regress is not None:
-        model["regress_forces"] = regress
-        if not family.direct_forces_only:
-            model["direct_forces"] = direct
+        core["regress_forces"] = regress
+        if "direct_forces" in accepted:
+            core["direct_forces"] = direct
     return model
 
 
@@ -221,37 +215,41 @@ def load_batches(data: str | Path, batch_size: int, num_batches: int, device: st
 
 
 def stock_options(architecture: dict) -> list[str]:
-    """Keys of ``architecture`` that the stock model of its family does not take (this plugin's
-    options, e.g. the JMP head ``num_mlps``): the stock model is built without them."""
-    from fairchem.core.common.registry import registry
-
-    family = family_of(architecture)
-    accepted = inspect.signature(registry.get_model_class(family.stock).__init__).parameters
-    return sorted(key for key in architecture if key not in accepted)
+    """Keys of the block-holding section of ``architecture`` (a :func:`load_architecture` config)
+    that the stock model does not take (this plugin's options, e.g. the JMP head ``num_mlps``): the
+    stock model is built without them."""
+    accepted = inspect.signature(_stock_class(architecture, architecture_of(architecture)).__init__).parameters
+    return sorted(key for key in core_config(architecture) if key not in accepted and key not in ("name", "model"))
 
 
 def build_models(architecture: dict, k: int, device: str, init: str = "fast", seed: int = 0):
     """(the reduced model keeping the first k of b blocks, the stock model with k blocks carrying the
-    same weights), both in eval mode on ``device``: ``gemnet_oc_reduced`` / ``gemnet_oc`` or
-    ``equiformer_v2_reduced`` / ``equiformer_v2`` (:func:`family_of`). Options the stock model does
-    not take (:func:`stock_options`) are left out of it, and so are the weights they shape."""
+    same weights), both in eval mode on ``device``. Options the stock model does not take
+    (:func:`stock_options`) are left out of it, and so are the weights they shape."""
     from fairchem.core.common.registry import registry
-    import fairchem_prune.models.equiformer_v2_reduced  # noqa: F401  (registers fairchem's equiformer_v2 too)
-    import fairchem_prune.models.gemnet_oc_reduced  # noqa: F401  (registers fairchem's gemnet_oc too)
+    import importlib
 
-    family = family_of(architecture)
-    config = copy.deepcopy(architecture)
-    num_blocks = config.pop(family.block_key)
+    adapter = architecture_of(architecture)
+    importlib.import_module(adapter.model_module)
     own = stock_options(architecture)
+    reduced_config, stock_config = copy.deepcopy(architecture), copy.deepcopy(architecture)
+    core_config(reduced_config)["num_blocks_kept"] = k
+    stock_core = core_config(stock_config)
+    stock_core[adapter.block_key] = k
+    for key in own:
+        stock_core.pop(key)
+    if architecture.get("name") == "hydra":
+        core_config(reduced_config)["model"] = adapter.reduced_backbone
+    else:
+        reduced_config["name"] = adapter.reduced_model
     context = fast_init() if init == "fast" else contextlib.nullcontext()
     torch.manual_seed(seed + k)
     with context:
         try:
-            reduced = registry.get_model_class(family.reduced)(**{family.block_key: num_blocks}, num_blocks_kept=k, **config)
+            reduced = registry.get_model_class(reduced_config.pop("name"))(**reduced_config)
         except TypeError as err:
-            raise PruneError(f"model config not accepted by {family.stock}: {err}") from None
-        stock = registry.get_model_class(family.stock)(**{family.block_key: k},
-                                                       **{key: v for key, v in config.items() if key not in own})
+            raise PruneError(f"model config not accepted by {adapter.label}: {err}") from None
+        stock = registry.get_model_class(stock_config.pop("name"))(**stock_config)
     # copied: the two models never share memory (nor caches)
     shapes = {name: value.shape for name, value in stock.state_dict().items()}
     stock.load_state_dict({name: value for name, value in reduced.state_dict().items() if shapes.get(name) == value.shape},
@@ -281,9 +279,10 @@ def _sync(device: str) -> None:
 def inference_pass(model: torch.nn.Module, batches: Sequence, device: str, dtype: str) -> list[dict]:
     """One inference pass over ``batches`` (no_grad unless forces are energy gradients)."""
     outputs = []
-    with torch.set_grad_enabled(forces_are_gradients(model)), _autocast(device, dtype):
+    gradients = architectures.of_model(model).forces_are_gradients(model)
+    with torch.set_grad_enabled(gradients), _autocast(device, dtype):
         for batch in batches:
-            out = model(batch)
+            out = model(batch.clone())  # models that take gradients may replace the batch's positions
             outputs.append({k: v.detach() for k, v in out.items()})
     return outputs
 
@@ -296,11 +295,26 @@ def timed_pass(model, batches, device, dtype) -> float:
     return time.perf_counter() - start
 
 
+class _GlobalOnly:
+    """Stands in for ``FlopCounterMode``'s module tracker: everything counts under "Global". The
+    tracker's backward hooks break models that differentiate inside their forward pass (energy-gradient
+    forces: "A leaf node was passed to _will_engine_execute_node"); only the global count is used."""
+
+    parents = {"Global"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return None
+
+
 def count_flops(model: torch.nn.Module, batches: Sequence, device: str = "cpu", dtype: str = "float32") -> dict:
     """FLOPs of one inference pass over ``batches``: ``{"total": int, "by_op": {aten op: int}}``."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _GlobalOnly()
     with counter:
         inference_pass(model, batches, device, dtype)
     by_op = {str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
@@ -347,7 +361,7 @@ def finetune_step(model, optimizer, batch, device, dtype) -> float:
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     with _autocast(device, dtype):
-        out = model(batch)
+        out = model(batch.clone())
         loss = out["energy"].float().pow(2).mean()
         if "forces" in out:
             loss = loss + out["forces"].float().pow(2).mean()
@@ -423,8 +437,8 @@ def run_benchmark(
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Benchmark the reduced and the stock model (``gemnet_oc_reduced`` and ``gemnet_oc``, or
-    ``equiformer_v2_reduced`` and ``equiformer_v2``, by the config) at each block count in ``blocks``.
+    """Benchmark the reduced and the stock model of the config's architecture at each block count in
+    ``blocks``.
 
     Returns the JSON-ready result: ``{"environment", "settings", "reference_blocks", "rows": [...],
     "notes"}``, one row per block count (largest first, the reference); see :func:`format_table` and
@@ -449,8 +463,8 @@ def run_benchmark(
         torch.set_num_threads(threads)
 
     architecture = load_architecture(config_path, forces, overrides)
-    family = family_of(architecture)
-    blocks = check_blocks(blocks, architecture[family.block_key], family.block_kind)
+    adapter = architecture_of(architecture)
+    blocks = check_blocks(blocks, core_config(architecture)[adapter.block_key], adapter.block_kind)
     batches, natoms = load_batches(data, batch_size, num_batches, device)
     samples = len(natoms)
     notes = []
@@ -476,7 +490,7 @@ def run_benchmark(
         except RuntimeError as err:
             raise PruneError(f"the {kind} {k}-block model failed on {device}/{dtype}: {str(err).splitlines()[0]}") from None
         memory = measure_peak_memory(model, batches, device, dtype)
-        torch.manual_seed(seed)  # the same EquiformerV2 edge frames in the reduced and the stock pass
+        torch.manual_seed(seed)  # the same random edge frames (where drawn) in the reduced and the stock pass
         outputs[key] = inference_pass(model, batches, device, dtype)
         rows[k][kind] = {
             "params": sum(p.numel() for p in model.parameters()),
@@ -487,7 +501,8 @@ def run_benchmark(
         }
     own = stock_options(architecture)
     if own:
-        notes.append(f"the stock {family.stock} has no {', '.join(own)}: it is built without them, so its outputs "
+        stock_name = core_config(architecture).get("model", architecture["name"])
+        notes.append(f"the stock {stock_name} has no {', '.join(own)}: it is built without them, so its outputs "
                      "are not compared and red/stock includes what they cost")
     for k in blocks:
         a, b = outputs[(k, "reduced")], outputs[(k, "stock")]
@@ -553,14 +568,15 @@ def run_benchmark(
         row["peak_memory_mb"] = red["memory"]["peak_bytes"] / 2**20
         row["finetune_speedup"] = _ratio(ref["finetune_step_s"], row["finetune_step_s"])
 
-    regress_forces = bool(architecture.get("regress_forces", True))
+    reference = models[(blocks[0], "reduced")]
+    regress_forces = bool(getattr(architectures.core_of(reference), "regress_forces", True))
     settings = {
-        "family": family.label, "config": str(config_path), "data": str(data), "blocks": blocks, "batch_size": batch_size,
+        "family": adapter.label, "config": str(config_path), "data": str(data), "blocks": blocks, "batch_size": batch_size,
         "num_batches": num_batches, "samples": samples, "atoms_per_sample_mean": sum(natoms) / samples,
         "device": device, "dtype": dtype, "repeats": repeats, "warmup": warmup,
         "finetune_repeats": finetune_repeats, "forces": forces,
         "regress_forces": regress_forces,
-        "direct_forces": regress_forces if family.direct_forces_only else bool(architecture.get("direct_forces", False)),
+        "direct_forces": regress_forces and not adapter.forces_are_gradients(reference),
         "overrides": list(overrides), "init": init, "seed": seed,
         "architecture": {k: v for k, v in architecture.items()},
     }

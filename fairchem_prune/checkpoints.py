@@ -1,31 +1,24 @@
-"""Reading fairchem checkpoints of GemNet-OC models as the source of a block reduction.
+"""Reading fairchem checkpoints as the source of a block reduction, and writing checkpoints.
 
 A source is a fairchem 1.x checkpoint (``{"config": ..., "state_dict": ..., ["ema": ...]}``) of a
-monolithic ``gemnet_oc`` / ``gemnet_oc_reduced`` model or of a ``hydra`` model whose backbone is
-``gemnet_oc_backbone`` / ``gemnet_oc_reduced_backbone``. The model is rebuilt from the checkpoint's
-own config and loaded with its EMA weights when the checkpoint has them.
+monolithic model or of a ``hydra`` model whose backbone is one of an architecture's (see
+:mod:`fairchem_prune.architectures`). The model is rebuilt from the checkpoint's own config and
+loaded with its EMA weights when the checkpoint has them.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
-from typing import ClassVar
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from fairchem_prune import architectures
+from fairchem_prune.architectures import Architecture
 from fairchem_prune.errors import PruneError
-
-MONOLITHIC_MODELS = ("gemnet_oc", "gemnet_oc_reduced")
-BACKBONE_MODELS = ("gemnet_oc_backbone", "gemnet_oc_reduced_backbone")
-#: hydra head module -> FinalMLP / output layer attribute names it owns
-HEAD_LAYERS = {
-    "gemnet_oc_energy_and_grad_force_head": ("out_mlp_E", "out_energy"),
-    "gemnet_oc_force_head": ("out_mlp_F", "out_forces"),
-}
+from fairchem_prune.files import atomic_path, refuse_existing
 
 
 def load_file(path: str | Path, kind: str) -> object:
@@ -46,17 +39,15 @@ def check_output(source: Path, output: Path, force: bool, what: str) -> None:
     from ``source``: not the input, not an existing file without ``force``, in an existing folder."""
     if output.exists() and source.exists() and output.resolve() == source.resolve():
         raise PruneError(f"output {output} is the input checkpoint; write the {what} to another file")
-    if output.exists() and not force:
-        raise PruneError(f"output {output} already exists; choose another path or pass --force to overwrite it")
+    refuse_existing(output, force)
     if not output.parent.is_dir():
         raise PruneError(f"output folder {output.parent} does not exist; create it first")
 
 
 def save_checkpoint(checkpoint: dict, output: Path) -> None:
     """``torch.save`` next to ``output``, then moved into place: never a half-written file."""
-    tmp = output.with_name(f".{output.name}.tmp")
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, output)
+    with atomic_path(output) as tmp:
+        torch.save(checkpoint, tmp)
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -82,30 +73,16 @@ def checkpoint_model_config(checkpoint: dict, path: str | Path) -> dict:
     return copy.deepcopy(model)
 
 
-def _register_fairchem_models() -> None:
-    """Import the fairchem modules whose decorators register the names a source may use."""
-    import fairchem.core.models.base  # noqa: F401  (hydra)
-    import fairchem.core.models.gemnet_oc.gemnet_oc  # noqa: F401
-
-
 @dataclass
 class ModelSource:
-    """A model rebuilt from a checkpoint, with its (EMA) weights loaded. Subclasses name the
-    architecture (``ARCHITECTURE``), its block-reduced model (``REDUCED``), the attribute that holds
-    the blocks (``BLOCKS``), the config key of their number (``BLOCK_KEY``) and the layers each hydra
-    head module owns (``HEAD_LAYERS``)."""
+    """A model rebuilt from a checkpoint, with its (EMA) weights loaded, and its architecture."""
 
     path: Path
     checkpoint: dict
     model_config: dict
     model: nn.Module
     used_ema: bool
-
-    ARCHITECTURE: ClassVar[str] = ""
-    REDUCED: ClassVar[str] = ""
-    BLOCKS: ClassVar[str] = ""
-    BLOCK_KEY: ClassVar[str] = ""
-    HEAD_LAYERS: ClassVar[dict[str, tuple[str, ...]]] = {}
+    architecture: Architecture
 
     @property
     def is_hydra(self) -> bool:
@@ -118,7 +95,7 @@ class ModelSource:
 
     @property
     def num_blocks(self) -> int:
-        return len(getattr(self.core, self.BLOCKS))
+        return self.architecture.num_blocks(self.core)
 
     @property
     def source_blocks(self) -> list[int]:
@@ -141,26 +118,17 @@ class ModelSource:
 
     def monolithic_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights in the key space of the monolithic model: a hydra backbone's keys without the
-        ``backbone.`` prefix, and the layers of its heads (``HEAD_LAYERS``) under their own names."""
+        ``backbone.`` prefix, and the layers of its heads (the adapter's ``head_layers``) under their
+        own names."""
         if not self.is_hydra:
             return self.state_dict()
         weights = {k: v.detach().clone() for k, v in self.model.backbone.state_dict().items()}
         for head_name, head_config in self.model_config.get("heads", {}).items():
-            for layer in self.HEAD_LAYERS.get(head_config.get("module"), ()):
+            for layer in self.architecture.head_layers.get(head_config.get("module"), ()):
                 module = getattr(self.model.output_heads[head_name], layer, None)
                 if module is not None:
                     weights.update({f"{layer}.{k}": v.detach().clone() for k, v in module.state_dict().items()})
         return weights
-
-
-class GemNetSource(ModelSource):
-    """A GemNet-OC source; its FinalMLP and output layers live in the hydra heads."""
-
-    ARCHITECTURE = "gemnet_oc"
-    REDUCED = "gemnet_oc_reduced"
-    BLOCKS = "int_blocks"
-    BLOCK_KEY = "num_blocks"
-    HEAD_LAYERS = HEAD_LAYERS
 
 
 def reject_contradictions(keys, defaults: dict, source: dict, requested: dict, checkpoint: str) -> None:
@@ -178,29 +146,20 @@ def reject_contradictions(keys, defaults: dict, source: dict, requested: dict, c
                 )
 
 
-def _build(model_config: dict, path: Path) -> nn.Module:
+def _build(model_config: dict, path: Path, architecture: Architecture) -> nn.Module:
+    """The model of a checkpoint's config, with the adapter's ``source_overrides`` (weights follow)."""
     from fairchem.core.common.registry import registry
 
-    _register_fairchem_models()
+    architecture.register_stock()
     config = copy.deepcopy(model_config)
     name = config.pop("name")
     if name == "hydra":
-        backbone = config.get("backbone")
-        if not isinstance(backbone, dict) or backbone.get("model") not in BACKBONE_MODELS or not config.get("heads"):
-            found = backbone.get("model") if isinstance(backbone, dict) else None
-            raise PruneError(
-                f"checkpoint {path} holds a hydra model with backbone {found!r}; fairchem-prune reduces "
-                f"GemNet-OC backbones ({', '.join(BACKBONE_MODELS)}) with explicit heads"
-            )
-        backbone["scale_file"] = None  # scale factors are in the state dict
+        if not config.get("heads"):
+            raise PruneError(f"checkpoint {path} holds a hydra model without heads; give one with explicit heads")
+        config["backbone"].update(architecture.source_overrides)
         config.pop("finetune_config", None)  # the weights come from this checkpoint
-    elif name in MONOLITHIC_MODELS:
-        config["scale_file"] = None
     else:
-        raise PruneError(
-            f"checkpoint {path} holds a {name!r} model; fairchem-prune reduces GemNet-OC checkpoints "
-            f"({', '.join(MONOLITHIC_MODELS)}, or hydra with a {' / '.join(BACKBONE_MODELS)} backbone)"
-        )
+        config.update(architecture.source_overrides)
     return registry.get_model_class(name)(**config)
 
 
@@ -239,44 +198,17 @@ def load_checkpoint_weights(model: nn.Module, checkpoint: dict, path: Path) -> b
     return used_ema
 
 
-def load_gemnet_source(path: str | Path, checkpoint: dict | None = None) -> GemNetSource:
-    """Rebuild the GemNet-OC model of checkpoint ``path`` (already read: ``checkpoint``) and load its
-    weights (EMA if present)."""
+def load_source(path: str | Path, checkpoint: dict | None = None, architecture: Architecture | None = None) -> ModelSource:
+    """Rebuild the model of checkpoint ``path`` (already read: ``checkpoint``) and load its weights
+    (EMA if present). With ``architecture``, a checkpoint of another one is an error."""
     path = Path(path)
     checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
     model_config = checkpoint_model_config(checkpoint, path)
-    model = _build(model_config, path)
+    if architecture is not None and not architecture.matches_config(model_config):
+        raise PruneError(f"checkpoint {path} holds a {model_config['name']!r} model; expected an {architecture.label} "
+                         f"checkpoint ({architecture.accepted()})")
+    architecture = architecture or architectures.of_config(model_config, f"checkpoint {path}")
+    model = _build(model_config, path, architecture)
     used_ema = load_checkpoint_weights(model, checkpoint, path)
-    return GemNetSource(path=path, checkpoint=checkpoint, model_config=model_config, model=model.eval(), used_ema=used_ema)
-
-
-def checkpoint_architecture(model_config: dict, path: str | Path) -> str:
-    """``"gemnet_oc"`` or ``"equiformer_v2"`` for a checkpoint's model config; PruneError otherwise."""
-    from fairchem_prune import eqv2_slicing
-
-    name = model_config["name"]
-    backbone = model_config.get("backbone") if name == "hydra" else None
-    backbone = backbone.get("model") if isinstance(backbone, dict) else None
-    if eqv2_slicing.is_equiformer_v2_config(model_config):
-        return "equiformer_v2"
-    if name in MONOLITHIC_MODELS or backbone in BACKBONE_MODELS:
-        return "gemnet_oc"
-    found = f"hydra model with a {backbone!r} backbone" if name == "hydra" else f"{name!r} model"
-    raise PruneError(
-        f"checkpoint {path} holds a {found}; fairchem-prune reduces GemNet-OC ({', '.join(MONOLITHIC_MODELS)}, "
-        f"or hydra with a {' / '.join(BACKBONE_MODELS)} backbone) and EquiformerV2 "
-        f"({', '.join(eqv2_slicing.MONOLITHIC_MODELS)}, or hydra with a "
-        f"{' / '.join(eqv2_slicing.BACKBONE_MODELS)} backbone)"
-    )
-
-
-def load_source(path: str | Path) -> ModelSource:
-    """The :class:`GemNetSource` or :class:`~fairchem_prune.eqv2_slicing.EquiformerV2Source` of
-    checkpoint ``path``, by the architecture of its model config."""
-    from fairchem_prune.eqv2_slicing import load_equiformer_v2_source
-
-    path = Path(path)
-    checkpoint = read_checkpoint(path)
-    if checkpoint_architecture(checkpoint_model_config(checkpoint, path), path) == "equiformer_v2":
-        return load_equiformer_v2_source(path, checkpoint)
-    return load_gemnet_source(path, checkpoint)
+    return ModelSource(path=path, checkpoint=checkpoint, model_config=model_config, model=model.eval(),
+                       used_ema=used_ema, architecture=architecture)

@@ -1,4 +1,4 @@
-"""Building large GemNet-OC models quickly when their weights are about to be replaced."""
+"""Building large models quickly when their weights are about to be replaced."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import torch
 @contextlib.contextmanager
 def fast_init() -> Iterator[None]:
     """Replace ``torch.nn.init.orthogonal_`` (a QR decomposition per weight, minutes for JMP-L on a CPU)
-    by Gaussian noise; GemNet-OC's ``he_orthogonal_init`` then standardises it to the same scale."""
+    by Gaussian noise; initialisers that standardise an orthogonal draw (``he_orthogonal_init``) give it
+    the same scale."""
 
     def gaussian(tensor, gain=1.0, generator=None):
         with torch.no_grad():

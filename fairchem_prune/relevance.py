@@ -1,35 +1,24 @@
-"""Block relevance by GradCAM on the features that feed the output MLP (paper Sec. 3.2).
+"""Block relevance by GradCAM on the per-block features (paper Sec. 3.2).
 
-For a GemNet-OC with P = b + 1 feature partitions (embedding output f_1, then one per interaction
-block), the FinalMLP of each branch reads f = concat(f_1, ..., f_P):
-
-    energy branch (atoms): f_E (|V|, d_atom * P)      force branch (edges): f_F (|E|, d_edge * P)
-
-With L0 the task loss of the checkpoint's own config (its loss functions, coefficients, normalizers
-and element references, summed over the structures so that every structure counts once whatever the
-batching), the relevance map is r = ReLU(f * dL0/df) (elementwise, same shape as f). It is split into
-the P partitions, each averaged over rows (atoms or edges of all samples) and features:
+Which features are scored is the architecture's (its adapter's ``block_taps``): per branch (``energy``
+over atoms, ``forces`` over edges where the model has such a branch), tensors f whose split gives one
+feature f_p per scored entry p (a readout's input partitions, or each block's output). With L0 the
+task loss of the checkpoint's own config (its loss functions, coefficients, normalizers and element
+references, summed over the structures so that every structure counts once whatever the batching),
+the relevance map is r = ReLU(f * dL0/df) (elementwise, same shape as f). Each f_p's part is averaged
+over rows (atoms or edges of all samples) and features:
 
     raw_p = sum(r_p) / numel(r_p),      score_p = raw_p / sum_q raw_q      (scores sum to 1)
 
-``combined`` is the mean of the two branches' scores (energy only for models without a direct-force
-branch). Other architectures plug in through :func:`block_taps`: they give, per branch, the tensors to
-differentiate and how to split them into per-block features.
-
-EquiformerV2 has no FinalMLP; its features are the outputs x_k of the b transformer blocks, each
-(|V|, sum (lmax+1)^2, sphere_channels), named ``b_k`` for block k of the original model (0-based, as
-in ``kept_blocks``). They form one node branch, reported as ``energy`` (``forces`` is null, so
-``combined`` equals it), whose r = ReLU(x_k * dL0/dx_k) comes from the whole task loss (energy and
-forces: both heads read the last block). Unlike GemNet-OC's partitions, which feed the FinalMLP
-directly, x_k also feeds the later blocks, so dL0/dx_k includes every path through them.
+``combined`` is the mean of the branches' scores (the energy branch's where there is one branch,
+``forces`` then null). A block's output also feeds the later blocks, so for block outputs dL0/df_p
+includes every path through them; a readout's input partitions feed the readout directly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,64 +26,25 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fairchem_prune import architectures
+from fairchem_prune.architectures import BranchTap
 from fairchem_prune.errors import PruneError
 
 BRANCHES = ("energy", "forces")
 
 
-@dataclass
-class BranchTap:
-    """One branch's block features from the last forward pass.
-
-    tensors: what autograd differentiates (GemNet-OC: the FinalMLP input f, one tensor).
-    split: maps those tensors (or their gradients, same shapes) to the per-block features, a list of
-        P tensors (rows, d_p).
-    """
-
-    tensors: list[torch.Tensor]
-    split: Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]
-
-
-@contextlib.contextmanager
-def block_taps(model: nn.Module) -> Iterator[Callable[[], dict[str, BranchTap]]]:
-    """Record the block features of ``model``'s forward passes; yields a function returning the
-    :class:`BranchTap` of each branch (``energy``, ``forces`` where present) of the last pass:
-    GemNet-OC's FinalMLP inputs, or EquiformerV2's b' block outputs (one ``energy`` branch)."""
-    from fairchem_prune.features import capture_final_mlp_features, final_mlps
-    from fairchem_prune.models.equiformer_v2_reduced import capture_block_outputs, is_equiformer_v2
-
-    if is_equiformer_v2(model):
-        with capture_block_outputs(model) as outputs:
-            yield lambda: {"energy": BranchTap(list(outputs), list)}
-        return
-    try:
-        final_mlps(model)
-    except ValueError as err:
-        raise PruneError(f"block relevance needs a GemNet-OC model with a FinalMLP or an EquiformerV2 model: {err}") from None
-
-    with capture_final_mlp_features(model) as features:
-
-        def taps() -> dict[str, BranchTap]:
-            parts = features.num_partitions
-            result = {"energy": BranchTap([features.node_input], lambda ts: list(ts[0].chunk(parts, dim=1)))}
-            if features.edge_input is not None:
-                result["forces"] = BranchTap([features.edge_input], lambda ts: list(ts[0].chunk(parts, dim=1)))
-            return result
-
-        yield taps
+def block_taps(model: nn.Module):
+    """The adapter's :meth:`~fairchem_prune.architectures.base.Architecture.block_taps` of ``model``:
+    a context yielding a function that returns each branch's :class:`BranchTap` of the last pass."""
+    return architectures.of_model(model).block_taps(model)
 
 
 def block_names(model: nn.Module) -> list[str]:
-    """GemNet-OC: ``f_1`` (embedding) and ``f_{k+2}`` for each block k of the original model (a
-    reduced model keeps its original block numbers: kept blocks [0, 1, 3] give f_1, f_2, f_3, f_5).
-    EquiformerV2: ``b_k`` for each block k of the original model (kept blocks [0, 1, 3]: b_0, b_1, b_3)."""
-    from fairchem_prune.models.equiformer_v2_reduced import is_equiformer_v2
-
-    core = getattr(model, "backbone", model)
-    if is_equiformer_v2(model):
-        return [f"b_{k}" for k in getattr(core, "source_blocks", range(len(core.blocks)))]
-    blocks = getattr(core, "source_blocks", range(len(core.int_blocks)))
-    return ["f_1"] + [f"f_{k + 2}" for k in blocks]
+    """Names of the scored features of ``model``, numbered by the blocks of the original model (a
+    reduced model keeps its original block numbers)."""
+    architecture = architectures.of_model(model)
+    core = architectures.core_of(model)
+    return architecture.block_names(list(getattr(core, "source_blocks", range(architecture.num_blocks(core)))))
 
 
 def gradcam_sums(tap: BranchTap, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -234,8 +234,8 @@ def batch():
 def emt_lmdb(tmp_path_factory):
     """Tiny S2EF LMDBs of EMT-labelled slabs: {"train": folder (24), "val": folder (8), "test":
     folder (8)}."""
-    from fairchem_prune.demo_data import emt_slabs
-    from fairchem_prune.lmdb_io import atoms_to_data, write_lmdb
+    from fairchem_prune.demo.generation import emt_slabs
+    from fairchem_prune.datasets.lmdb_io import atoms_to_data, write_lmdb
 
     root = tmp_path_factory.mktemp("emt")
     structures = emt_slabs(40, seed=3)
@@ -262,8 +262,8 @@ def tiny_gemnet_files(tmp_path_factory):
     """(config YAML of the tiny 5-block GemNet-OC, LMDB file of 8 EMT slabs)."""
     import yaml
 
-    from fairchem_prune.demo_data import emt_slabs
-    from fairchem_prune.lmdb_io import atoms_to_data, write_lmdb
+    from fairchem_prune.demo.generation import emt_slabs
+    from fairchem_prune.datasets.lmdb_io import atoms_to_data, write_lmdb
 
     root = tmp_path_factory.mktemp("tiny_gemnet")
     config = root / "tiny.yml"

@@ -2,7 +2,8 @@ import re
 
 import pytest
 
-from fairchem_prune.blocks import kept_partitions, resolve_kept_blocks
+from fairchem_prune.architectures.gemnet_oc import kept_partitions
+from fairchem_prune.blocks import resolve_kept_blocks
 from fairchem_prune.errors import PruneError
 
 

@@ -14,7 +14,7 @@ from ase import Atoms
 from conftest import rel_err
 
 from fairchem_prune.checkpoints import load_source
-from fairchem_prune.features import capture_final_mlp_features
+from fairchem_prune.architectures.gemnet_oc import capture_final_mlp_features
 from fairchem_prune.jmp import JMP_TASKS, convert_jmp, pretraining_parameter_count, read_jmp_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "jmp"

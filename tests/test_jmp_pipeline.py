@@ -106,7 +106,7 @@ def test_molecules_without_jmp_tags_are_one_error_line_before_training(jmp, tmp_
     """Through the stock fairchem command: one line, exit status 2, no training step."""
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from fairchem_prune.lmdb_io import atoms_to_data, write_lmdb
+    from fairchem_prune.datasets.lmdb_io import atoms_to_data, write_lmdb
 
     frames = []
     for i in range(4):
@@ -137,7 +137,7 @@ def test_fairchem_predict_with_the_converted_checkpoint_gives_jmps_energies(jmp,
     from ase.calculators.singlepoint import SinglePointCalculator
     from test_jmp import META, REFERENCE, SYSTEMS, atoms_of
 
-    from fairchem_prune.lmdb_io import atoms_to_data, write_lmdb
+    from fairchem_prune.datasets.lmdb_io import atoms_to_data, write_lmdb
 
     names = [name for name, system in SYSTEMS.items() if system["cutoff_all_graphs"] == 12.0]
     structures = []

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fairchem_prune.errors import PruneError
-from fairchem_prune.slicing import slice_first_mlp_weight, slice_state_dict
+from fairchem_prune.architectures.gemnet_oc import ADAPTER, slice_first_mlp_weight
 
 
 def test_first_mlp_columns_follow_the_kept_partitions():
@@ -27,7 +27,7 @@ def test_state_dict_keys_are_renumbered_in_any_key_space():
         "output_heads.energy.out_mlp_E.1.dense_mlp.0.linear.weight": torch.ones(2, 2),
         "backbone.atom_emb.embeddings.weight": torch.ones(3, 2),
     }
-    sliced = slice_state_dict(state, 3, [0, 2])
+    sliced = ADAPTER.slice_state_dict(state, 3, [0, 2])
     assert sliced["backbone.int_blocks.0.w"] == 0.0
     assert sliced["backbone.int_blocks.1.w"] == 2.0
     assert "backbone.int_blocks.2.w" not in sliced
@@ -35,7 +35,7 @@ def test_state_dict_keys_are_renumbered_in_any_key_space():
     assert "backbone.out_blocks.3.w" not in sliced
     assert sliced["output_heads.energy.out_mlp_E.0.linear.weight"].shape == (2, 6)
     assert sliced["output_heads.energy.out_mlp_E.1.dense_mlp.0.linear.weight"].shape == (2, 2)
-    random = slice_state_dict(state, 3, [0, 2], mlp_init="random")
+    random = ADAPTER.slice_state_dict(state, 3, [0, 2], mlp_init="random")
     assert "output_heads.energy.out_mlp_E.0.linear.weight" not in random
 
 

@@ -3,7 +3,7 @@
 
     python tools/make_demo_data.py --out demo_data [--size small|medium] [--seed 0]
 
-See fairchem_prune.demo_data.make_demo_data for what is written.
+See fairchem_prune.demo.generation.make_demo_data for what is written.
 """
 
 import sys

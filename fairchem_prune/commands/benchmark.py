@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 DESCRIPTION = ("efficiency of block reduction: throughput, GFLOPs, parameters, peak memory and fine-tuning step "
-               "time of gemnet_oc_reduced and stock gemnet_oc (or equiformer_v2_reduced and equiformer_v2) at each "
-               "block count, measured side by side")
+               "time of the reduced model and of the stock fairchem model with as many blocks, at each block count, "
+               "measured side by side")
 
 
 def block_counts(text: str) -> list[int]:
@@ -21,10 +21,11 @@ def block_counts(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from fairchem_prune.architectures import supported
     from fairchem_prune.benchmark import DEFAULT_CONFIG
 
     parser.add_argument("--config", default=DEFAULT_CONFIG,
-                        help="fairchem YAML whose model: section is a gemnet_oc or equiformer_v2 architecture, or a "
+                        help=f"fairchem YAML whose model: section is a stock or reduced model ({supported()}), or a "
                              "self-contained checkpoint (.pt, e.g. from tools/convert_jmp.py) whose config is one "
                              f"(default: {DEFAULT_CONFIG})")
     parser.add_argument("--data", metavar="LMDB", help="fairchem LMDB file or folder; the first structures are used, in order")
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bfloat16 runs under torch.autocast (meant for CUDA; on CPU only fast with native bf16)")
     parser.add_argument("--forces", choices=("none", "gradient", "direct", "config"), default="none",
                         help="none: energy only (regress_forces false, direct_forces false, as JMP fine-tunes QM9; "
-                             "default); gradient: forces as -dE/dx (JMP's MD fine-tuning; GemNet-OC only); direct: the "
+                             "default); gradient: forces as -dE/dx (JMP's MD fine-tuning; models with a direct_forces switch); direct: the "
                              "direct-force branch; config: as the config says")
     parser.add_argument("--model-override", action="append", default=[], metavar="KEY=VALUE",
                         help="change a model hyperparameter (value parsed as YAML), e.g. max_neighbors=20; repeatable")
@@ -59,9 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from fairchem_prune.benchmark import format_table, run_benchmark, write_result
     from fairchem_prune.errors import PruneError
+    from fairchem_prune.files import refuse_existing
 
-    if Path(args.out).exists() and not args.force:
-        raise PruneError(f"output {args.out} already exists; choose another path or pass --force")
+    refuse_existing(args.out, args.force)
     if not Path(args.out).resolve().parent.is_dir():
         raise PruneError(f"output {args.out}: folder {Path(args.out).parent} does not exist")
     result = run_benchmark(

@@ -12,7 +12,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="working folder; finished stages in it are skipped (default: demo_out)")
     parser.add_argument("--data", help="demo data folder written by tools/make_demo_data.py (default: generated once "
                         "into ~/.cache/fairchem-prune/demo_data/)")
-    parser.add_argument("--teacher", help="pre-trained GemNet-OC or EquiformerV2 checkpoint to reduce (default: the "
+    from fairchem_prune.architectures import all_architectures
+
+    labels = ", ".join(a.label for a in all_architectures())
+    parser.add_argument("--teacher", help=f"pre-trained monolithic checkpoint to reduce ({labels}; default: the "
                         "teacher shipped for the default demo data, else one trained on the mix)")
     parser.add_argument("--train-teacher", action="store_true", help="pre-train the teacher on the mix even when one is shipped")
     parser.add_argument("--quick", action="store_true", help="tiny data, teacher and budgets: checks the pipeline in about a minute")

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from fairchem_prune.demo_data import make_demo_data
+    from fairchem_prune.demo.generation import make_demo_data
 
     counts = make_demo_data(args.out, size=args.size, seed=args.seed, force=args.force)
     print("\n".join(f"{args.out}/{part}: {count}" for part, count in counts.items()))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 DESCRIPTION = "GradCAM relevance of each block's features for the task loss, per data set"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="fairchem checkpoint (gemnet_oc, gemnet_oc_reduced, equiformer_v2, equiformer_v2_reduced, hydra)")
+    from fairchem_prune.architectures import supported
+
+    parser.add_argument("--checkpoint", required=True, help=f"fairchem checkpoint of a model fairchem-prune knows ({supported()})")
     parser.add_argument("--data", action="append", required=True, metavar="LMDB",
                         help="fairchem LMDB file or folder with energy/force labels; repeat for several data sets")
     parser.add_argument("--names", nargs="+", help="a name per --data (default: the LMDB folder names)")
@@ -37,9 +38,10 @@ def run(args: argparse.Namespace) -> None:
     from fairchem_prune.errors import PruneError
     from fairchem_prune.relevance import block_relevance, plot_relevance, write_relevance
 
+    from fairchem_prune.files import refuse_existing
+
     for path in filter(None, (args.out, args.plot)):
-        if Path(path).exists() and not args.force:
-            raise PruneError(f"output {path} already exists; choose another path or pass --force")
+        refuse_existing(path, args.force)
     if args.device == "cuda":
         import torch
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-DESCRIPTION = "slice a GemNet-OC or EquiformerV2 checkpoint to fewer interaction / transformer blocks"
+DESCRIPTION = "slice a fairchem checkpoint (monolithic or hydra) to fewer blocks: an ordinary checkpoint of the reduced model"
 
 
 def block_list(text: str) -> list[int]:
@@ -16,17 +16,18 @@ def block_list(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True,
-                        help="fairchem checkpoint of gemnet_oc(_reduced), equiformer_v2(_reduced) or a hydra "
-                             "model with one of their backbones")
+    from fairchem_prune.architectures import all_architectures, supported
+
+    parser.add_argument("--checkpoint", required=True, help=f"fairchem checkpoint of a model fairchem-prune knows ({supported()})")
     blocks = parser.add_mutually_exclusive_group(required=True)
-    blocks.add_argument("--num-blocks-kept", type=int, metavar="B",
-                        help="keep the first B interaction (GemNet-OC) / transformer (EquiformerV2) blocks")
+    blocks.add_argument("--num-blocks-kept", type=int, metavar="B", help="keep the first B blocks")
     blocks.add_argument("--kept-blocks", type=block_list, metavar="I,J,...",
                         help="keep these 0-based blocks (increasing), e.g. 0,1,2,4")
-    parser.add_argument("--mlp-init", choices=("sliced", "random"), default="sliced",
-                        help="GemNet-OC's first FinalMLP layer: pre-trained columns of the kept blocks (sliced) or "
-                             "fresh (random); EquiformerV2 has no FinalMLP")
+    choices = sorted({c for a in all_architectures() for c in a.mlp_init_choices})
+    with_choice = ", ".join(a.label for a in all_architectures() if len(a.mlp_init_choices) > 1)
+    parser.add_argument("--mlp-init", choices=choices, default="sliced",
+                        help=f"first readout layer where its input depends on the blocks ({with_choice}): pre-trained "
+                             "columns of the kept blocks (sliced) or fresh (random); other architectures have none")
     parser.add_argument("--output", required=True, help="path of the reduced checkpoint to write")
     parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fresh initialisation with --mlp-init random")

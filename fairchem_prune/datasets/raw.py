@@ -14,7 +14,7 @@ from fairchem_prune.errors import PruneError
 
 
 #: JMP's atom tag for non-catalysis data (molecules, crystals, MOFs): every atom is tagged 2, the tag
-#: whose atoms GemNet-OC with JMP's ``qint_tags: [1, 2]`` builds quadruplets around
+#: whose atoms JMP's quadruplet interactions (``qint_tags: [1, 2]``) are built around
 JMP_TAG = 2
 
 

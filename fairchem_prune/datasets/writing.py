@@ -9,7 +9,7 @@ from ase import Atoms
 
 from fairchem_prune.datasets.splits import SPLITS, SplitSpec, split_indices, split_sizes
 from fairchem_prune.errors import PruneError
-from fairchem_prune.lmdb_io import atoms_to_data, write_lmdb
+from fairchem_prune.datasets.lmdb_io import atoms_to_data, write_lmdb
 
 
 def write_splits(structures: Sequence[Atoms], out: str | Path, spec: SplitSpec, seed: int,

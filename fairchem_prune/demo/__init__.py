@@ -1,12 +1,14 @@
 """``fairchem-prune demo`` (also ``python -m fairchem_prune.demo``): the paper's study, end to end, on
-the embedded demo data (xTB-labelled molecules and EMT-labelled slabs; see :mod:`fairchem_prune.demo_data`).
+the embedded demo data (xTB-labelled molecules and EMT-labelled slabs; see :mod:`fairchem_prune.demo.generation`).
 
 Stages, each kept under ``--out`` and skipped when its result exists (``--force`` redoes them all;
 interrupted training runs resume from fairchem's own ``checkpoint.pt``):
 
 1. ``data``       the demo mix (cached in ``~/.cache/fairchem-prune/demo_data/``) and the ethanol task
                   -> ``data/ethanol/{train,val,test}/``
-2. ``teacher``    the 6-block GemNet-OC pre-trained on the mix: shipped, ``--teacher``, or trained
+2. ``teacher``    the 6-block model pre-trained on the mix (``configs/s2ef/demo_mix_teacher_6b.yml``):
+                  shipped, ``--teacher`` (any monolithic checkpoint of an architecture fairchem-prune knows),
+                  or trained
                   -> ``teacher.pt``, ``teacher.json``
 3. ``relevance``  GradCAM block relevance per source -> ``relevance.json``, ``relevance.png``
 4. ``reduction``  BR to b-1 .. b-4 blocks, BR+KD (``trainer: distill``) -> ``reduction/``,
@@ -26,8 +28,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from fairchem_prune.demo_data import SIZES, DemoSize
+from fairchem_prune.demo.generation import SIZES, DemoSize
 from fairchem_prune.errors import PruneError
+from fairchem_prune.files import atomic_path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,9 +74,9 @@ def _stage(out: Path, name: str, force: bool, compute, figures: dict | None = No
     path = out / f"{name}.json"
     fresh = force or not path.exists()
     if fresh:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(compute(), indent=2) + "\n")
-        os.replace(tmp, path)
+        result = compute()
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
     else:
         _say(f"{name}: found {path}, skipped")
     result = json.loads(path.read_text())  # the same objects (lists, not tuples) on every run
@@ -202,7 +205,8 @@ def _benchmark(out: Path, teacher: Path, record: dict, counts: list[int], mix, s
     from fairchem_prune.demo.teacher import teacher_architecture
 
     config = out / "benchmark_model.yml"
-    config.write_text(yaml.safe_dump({"model": {**teacher_architecture(teacher)[1], "name": record["architecture"]}},
+    name, architecture = teacher_architecture(teacher)
+    config.write_text(yaml.safe_dump({"model": {**architecture, "name": name}},
                                      sort_keys=False))
     return run_benchmark(config, mix.val_sources()["emt_slabs"], blocks=[record["blocks"], *counts], device=device,
                          repeats=settings.bench_repeats, finetune_repeats=max(1, settings.bench_repeats // 2),
@@ -210,6 +214,8 @@ def _benchmark(out: Path, teacher: Path, record: dict, counts: list[int], mix, s
 
 
 def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench, checks, tuned) -> list[tuple[str, str]]:
+    from fairchem_prune.architectures import by_name
+
     counts = mix.manifest["counts"]
     setup = (
         f"- Demo data: `{mix.root}` ({', '.join(f'{k}: {v}' for k, v in counts.items())}); energies in eV, "
@@ -227,8 +233,7 @@ def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench,
     return [
         ("Set-up", setup),
         ("Block relevance (Fig. 2)", "![relevance](relevance.png)\n\nCombined GradCAM relevance on each source's "
-         "validation split, per " + ("FinalMLP input partition (f_1: the embedding, f_k+1: interaction block k)"
-                                     if record["architecture"] == "gemnet_oc" else "transformer block output (b_k: block k)")
+         "validation split, per scored feature (" + by_name(record["architecture"]).relevance_legend + ")"
          + ":\n\n" + table_rel),
         ("Block reduction and distillation (Table 1)", "Validation force MAE in meV/Å; the gap to the teacher in "
          "parentheses. BR: first k blocks, sliced FinalMLP, no training. BR+KD: after distillation.\n\n" + table1),

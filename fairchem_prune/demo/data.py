@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from fairchem_prune.demo_data import DemoSize, demo_manifest, make_demo_data
+from fairchem_prune.demo.generation import DemoSize, demo_manifest, make_demo_data
 from fairchem_prune.errors import PruneError
 
 SOURCES = ("xtb_molecules", "emt_slabs")

@@ -1,11 +1,10 @@
 """The demo's downstream side: fine-tune models of every block count on the ethanol task with the stock
-``fairchem`` trainer (``configs/finetune/demo_ethanol_base.yml``, EquiformerV2:
-``demo_ethanol_eqv2_base.yml``), every run for the same number of
-epochs, then score each best checkpoint on the test split and read its validation curve (force MAE
+``fairchem`` trainer (the architecture's ``demo_finetune_config``, e.g.
+``configs/finetune/demo_ethanol_base.yml``), every run for the same number of epochs, then score each best checkpoint on the test split and read its validation curve (force MAE
 against wall time) from fairchem's tensorboard events.
 
 Starting points for k blocks: BR (the teacher's first k blocks, sliced FinalMLP), BR/RandomMLP (the
-same with a fresh first FinalMLP layer; GemNet-OC only), BR+KD (the distilled student) and scratch (the
+same with a fresh first readout layer, where the architecture has one to re-initialise), BR+KD (the distilled student) and scratch (the
 same architecture, freshly initialised).
 """
 
@@ -17,14 +16,10 @@ from pathlib import Path
 
 import yaml
 
+from fairchem_prune.architectures import by_name
 from fairchem_prune.fairchem_runs import FairchemRun
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "finetune"
-#: architecture -> the config each run includes
-BASE_CONFIGS = {
-    "gemnet_oc": CONFIGS / "demo_ethanol_base.yml",
-    "equiformer_v2": CONFIGS / "demo_ethanol_eqv2_base.yml",
-}
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 INITS = ("BR", "BR/RandomMLP", "BR+KD", "scratch")
 
 
@@ -33,6 +28,11 @@ class FinetuneRun:
     init: str      #: one of INITS
     blocks: int
     run: FairchemRun
+
+
+def _has_random_mlp(record: dict) -> bool:
+    """Whether the teacher's architecture has a first readout layer to re-initialise (BR/RandomMLP)."""
+    return "random" in by_name(record["architecture"]).mlp_init_choices
 
 
 def _model_section(init: str, k: int, teacher: Path, record: dict, kd: dict[int, Path]) -> dict:
@@ -44,7 +44,7 @@ def _model_section(init: str, k: int, teacher: Path, record: dict, kd: dict[int,
     if init == "scratch":
         return {**architecture, "name": name, "pretrained_checkpoint": None, "num_blocks_kept": k}
     section = {"name": name, "pretrained_checkpoint": str(teacher.resolve()), "num_blocks_kept": k}
-    if record["architecture"] == "gemnet_oc":
+    if _has_random_mlp(record):
         section["mlp_init"] = "random" if init == "BR/RandomMLP" else "sliced"
     return section
 
@@ -54,14 +54,14 @@ def finetune_runs(teacher: Path, record: dict, counts: list[int], kd: dict[int, 
     """The runs, largest models first: BR at the teacher's size and each of ``counts``, BR/RandomMLP
     and BR+KD at ``counts``, scratch at ``scratch``; ``settings.ft_epochs`` epochs each."""
     plan = [("BR", record["blocks"])] + [("BR", k) for k in counts] + [("BR+KD", k) for k in counts]
-    if record["architecture"] == "gemnet_oc":
+    if _has_random_mlp(record):
         plan += [("BR/RandomMLP", k) for k in counts]
     plan += [("scratch", k) for k in scratch]
     folder.mkdir(parents=True, exist_ok=True)
     steps_per_epoch = math.ceil(settings.ethanol_sizes[0] / settings.batch_size)
     optim = {"batch_size": settings.batch_size, "max_epochs": settings.ft_epochs, "cosine_epochs": settings.ft_epochs,
              "eval_every": max(1, steps_per_epoch // 2), "print_every": steps_per_epoch}
-    multipliers = yaml.safe_load((CONFIGS / "recipe.yml").read_text())["optim"]["layerwise_lr"]
+    multipliers = yaml.safe_load((CONFIGS / "finetune" / "recipe.yml").read_text())["optim"]["layerwise_lr"]
     if record["blocks"] > len(multipliers["blocks"]):  # JMP-L's 6 multipliers, the last one repeated
         extra = record["blocks"] - len(multipliers["blocks"])
         optim["layerwise_lr"] = {**multipliers, "blocks": multipliers["blocks"] + multipliers["blocks"][-1:] * extra}
@@ -71,7 +71,7 @@ def finetune_runs(teacher: Path, record: dict, counts: list[int], kd: dict[int, 
         config = folder / f"{name}.yml"
         if not config.exists():
             config.write_text(yaml.safe_dump({
-                "includes": [str(BASE_CONFIGS[record["architecture"]])],
+                "includes": [str(CONFIGS / by_name(record["architecture"]).demo_finetune_config)],
                 "dataset": {split: {"src": str((ethanol / split).resolve())} for split in ("train", "val")},
                 "model": _model_section(init, k, teacher, record, kd),
                 "optim": optim,

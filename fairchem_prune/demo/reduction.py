@@ -9,14 +9,10 @@ from pathlib import Path
 
 import yaml
 
+from fairchem_prune.architectures import by_name
 from fairchem_prune.fairchem_runs import FairchemRun, train_all
 
 REPO = Path(__file__).resolve().parents[2]
-#: architecture -> the distillation config each run includes
-DISTILL_BASE = {
-    "gemnet_oc": REPO / "configs" / "s2ef" / "distill_base.yml",
-    "equiformer_v2": REPO / "configs" / "s2ef" / "eqv2_distill_base.yml",
-}
 
 
 def relevance(teacher: Path, data, num_samples: int, device: str) -> dict:
@@ -56,7 +52,7 @@ def distillation_runs(teacher: Path, architecture: str, counts: list[int], data,
     for k in counts:
         config = folder / f"kd_{k}b.yml"
         config.write_text(yaml.safe_dump({
-            "includes": [str(DISTILL_BASE[architecture])],
+            "includes": [str(REPO / "configs" / by_name(architecture).distill_config)],
             "dataset": {"train": {"src": str(data.train.resolve())}, "val": {"src": str(data.val.resolve())}},
             "task": {"distill": {"teacher_checkpoint": str(teacher.resolve()), "max_samples": settings.kd_samples}},
             "model": {"num_blocks_kept": k},

@@ -31,9 +31,10 @@ def export_teacher(checkpoint: Path, target: Path, info: dict) -> dict:
 
     source = load_source(checkpoint)
     if source.is_hydra:
-        raise PruneError(f"teacher {checkpoint} is a hydra model; the demo takes a monolithic GemNet-OC or EquiformerV2 checkpoint")
+        raise PruneError(f"teacher {checkpoint} is a hydra model; the demo takes a monolithic checkpoint "
+                         f"({source.architecture.accepted().split(', hydra')[0]})")
     report = slice_checkpoint(checkpoint, target, num_blocks_kept=source.num_blocks, force=True)
-    record = {**info, "architecture": source.ARCHITECTURE, "blocks": source.num_blocks,
+    record = {**info, "architecture": source.architecture.name, "blocks": source.num_blocks,
               "parameters": report.params_after, "used_ema": source.used_ema}
     target.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     return record

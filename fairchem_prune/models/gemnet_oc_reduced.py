@@ -4,7 +4,7 @@ The reduced model *is* a stock ``GemNetOC`` with b' = len(kept) interaction bloc
 pass is fairchem's, unchanged, so it costs exactly what a b'-block GemNet-OC costs). What this
 class adds is how it is built: from a source architecture with b blocks, optionally from a
 pre-trained checkpoint whose kept blocks, output blocks and FinalMLP columns are copied over
-(see :mod:`fairchem_prune.slicing`).
+(see :mod:`fairchem_prune.architectures.gemnet_oc`).
 
 It also has the few behaviours in which JMP's GemNet-OC (facebookresearch/JMP) differs from
 fairchem's, as options that default to fairchem's behaviour: a fixed radial-basis scale
@@ -16,7 +16,6 @@ fairchem's, as options that default to fairchem's behaviour: a fixed radial-basi
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 
 import torch
@@ -25,35 +24,11 @@ from fairchem.core.models.gemnet_oc.gemnet_oc import GemNetOC, GemNetOCBackbone
 from fairchem.core.models.gemnet_oc.layers.base_layers import ScaledSiLU
 from torch import nn
 
+from fairchem_prune.architectures.gemnet_oc import ADAPTER, is_first_mlp_weight
 from fairchem_prune.blocks import kept_with_origin
-from fairchem_prune.checkpoints import reject_contradictions
+from fairchem_prune.checkpoints import load_source, reject_contradictions
 from fairchem_prune.errors import PruneError
-from fairchem_prune.slicing import MLP_INIT_CHOICES, is_first_mlp_weight, slice_state_dict
 
-#: hyperparameters that fix the shapes of the weights: a config may not contradict the checkpoint's
-ARCHITECTURE_KEYS = (
-    "num_spherical", "num_radial", "emb_size_atom", "emb_size_edge", "emb_size_trip_in",
-    "emb_size_trip_out", "emb_size_quad_in", "emb_size_quad_out", "emb_size_aint_in",
-    "emb_size_aint_out", "emb_size_rbf", "emb_size_cbf", "emb_size_sbf", "num_before_skip",
-    "num_after_skip", "num_concat", "num_atom", "num_output_afteratom", "num_atom_emb_layers",
-    "num_global_out_layers", "rbf", "rbf_spherical", "envelope", "cbf", "sbf", "activation",
-    "quad_interaction", "atom_edge_interaction", "edge_atom_interaction", "atom_interaction",
-    "scale_basis", "num_elements",
-)
-_GEMNET_DEFAULTS = {
-    name: p.default
-    for name, p in inspect.signature(GemNetOC.__init__).parameters.items()
-    if p.default is not inspect.Parameter.empty
-}
-# GemNetOC replaces these None defaults in its body
-_GEMNET_DEFAULTS.update(
-    rbf={"name": "gaussian"},
-    rbf_spherical={"name": "gaussian"},
-    envelope={"name": "polynomial", "exponent": 5},
-    cbf={"name": "spherical_harmonics"},
-    sbf={"name": "spherical_harmonics"},
-    num_mlps=1,
-)
 #: JMP's names of fairchem's ``silu`` (both are SiLU(x) / 0.6)
 ACTIVATION_ALIASES = {"scaled_silu": "silu", "scaled_swish": "silu", "swish": "silu"}
 #: ``generate_graph_dict`` cell offsets: fairchem negates those of ``radius_graph_pbc``, JMP keeps them
@@ -112,7 +87,7 @@ class GemNetOCReduced(GemNetOC):
             fresh initialisation. Only used with ``pretrained_checkpoint``.
         pretrained_checkpoint: fairchem checkpoint (``gemnet_oc``, ``gemnet_oc_reduced`` or a hydra
             model with a GemNet-OC backbone) to take the architecture and weights from (EMA weights
-            when it has them). Shape hyperparameters (``ARCHITECTURE_KEYS``) come from it and may
+            when it has them). Shape hyperparameters (the adapter's ``shape_keys``) come from it and may
             not be contradicted; the others (cutoffs, neighbours, ``regress_forces``,
             ``direct_forces``, ``extensive``, ``otf_graph``, ...) may be changed.
         source_blocks: provenance only: indices of the source blocks in the original unreduced
@@ -152,17 +127,14 @@ class GemNetOCReduced(GemNetOC):
         head_init: str = "pretrained",
         **kwargs,
     ) -> None:
-        if mlp_init not in MLP_INIT_CHOICES:
-            raise PruneError(f"mlp_init must be one of {MLP_INIT_CHOICES}, got {mlp_init!r}")
+        ADAPTER.check_mlp_init(mlp_init)
         if head_init not in HEAD_INIT_CHOICES:
             raise PruneError(f"head_init must be one of {HEAD_INIT_CHOICES}, got {head_init!r}")
         if "activation" in kwargs:
             kwargs["activation"] = ACTIVATION_ALIASES.get(kwargs["activation"], kwargs["activation"])
         source = None
         if pretrained_checkpoint is not None:
-            from fairchem_prune.checkpoints import load_gemnet_source
-
-            source = load_gemnet_source(pretrained_checkpoint)
+            source = load_source(pretrained_checkpoint, architecture=ADAPTER)
             source_config = source.core_config()
             requested = dict(kwargs, **({"num_blocks": num_blocks} if num_blocks is not None else {}))
             if requested.get("num_blocks", source.num_blocks) != source.num_blocks:
@@ -171,8 +143,8 @@ class GemNetOCReduced(GemNetOC):
                     f"{pretrained_checkpoint} has {source.num_blocks} interaction blocks; remove num_blocks "
                     "and choose the blocks with num_blocks_kept or kept_blocks"
                 )
-            shape_keys = ARCHITECTURE_KEYS + (("num_mlps",) if head_init == "pretrained" else ())
-            reject_contradictions(shape_keys, _GEMNET_DEFAULTS, source_config, kwargs, pretrained_checkpoint)
+            shape_keys = ADAPTER.shape_keys + (("num_mlps",) if head_init == "pretrained" else ())
+            reject_contradictions(shape_keys, ADAPTER.defaults(), source_config, kwargs, pretrained_checkpoint)
             source_blocks = source.source_blocks
             num_blocks = source.num_blocks
             source_config.pop("num_blocks", None)
@@ -182,7 +154,7 @@ class GemNetOCReduced(GemNetOC):
         elif num_blocks is None:
             raise PruneError("gemnet_oc_reduced needs num_blocks (source blocks) or a pretrained_checkpoint")
 
-        kept, origin = kept_with_origin(num_blocks, num_blocks_kept, kept_blocks, source_blocks)
+        kept, origin = kept_with_origin(num_blocks, num_blocks_kept, kept_blocks, source_blocks, ADAPTER.block_kind)
         options = _jmp_options(kwargs)
         # read by init_basis_functions, which GemNetOC.__init__ calls
         object.__setattr__(self, "absolute_rbf_cutoff", options["absolute_rbf_cutoff"])
@@ -207,7 +179,7 @@ class GemNetOCReduced(GemNetOC):
             self.out_forces = mlp_head(kwargs["emb_size_edge"], self.num_mlps)
 
     def _load_pretrained(self, source, kept: list[int], mlp_init: str, head_init: str) -> None:
-        weights = slice_state_dict(source.monolithic_state_dict(), source.num_blocks, kept, mlp_init)
+        weights = ADAPTER.slice_state_dict(source.monolithic_state_dict(), source.num_blocks, kept, mlp_init)
         own = self.state_dict()
         # drop what this configuration does not have (e.g. the force branch with direct_forces off)
         weights = {k: v for k, v in weights.items() if k in own and not (head_init == "fresh" and is_output_layer_key(k))}

@@ -9,15 +9,22 @@ so the distillation settings live in ``task.distill``::
         teacher_checkpoint: teacher.pt   # model rebuilt from the checkpoint's own config (EMA weights)
         force_weight: 1.0     # L1(student forces, teacher forces)
         energy_weight: 0.0    # L1(student energy, teacher energy)
-        n2n_weight: 1.0       # node-to-node: sum over FinalMLP layers l of L1(h_s^l, h_t^l), node (energy) branch
-        e2e_weight: 1.0       # edge-to-edge: the same on the edge (force) branch (GemNet-OC only)
+        n2n_weight: 1.0       # node-to-node: sum over the readout's node features of L1(h_s, h_t)
+        e2e_weight: 1.0       # edge-to-edge: the same on its edge features (architectures that have them)
         gt_weight: 0.0        # the ordinary fairchem loss against the labels (0 = pure distillation)
         max_samples: null     # budget in structures (one epoch of that many); else optim.max_epochs
         sampling: proportional  # across the .lmdb sources of dataset.train.src: proportional | uniform | temperature
         temperature: 2.0
     model:
-      name: gemnet_oc_reduced # equiformer_v2_reduced for an EquiformerV2 teacher
+      name: <the teacher architecture's reduced model>   # hydra teacher: a hydra student, see below
       num_blocks_kept: 4      # pretrained_checkpoint defaults to the teacher (sliced initialisation)
+
+The compared features are the architecture's (its adapter's ``distillation_features``): the
+representation at the readout, at the same position in student and teacher whichever blocks are kept
+(e.g. each FinalMLP layer's output, or the final node embedding that the heads read). Matching each
+kept block to its source block would pin the student's last block to the teacher's intermediate
+features, which its heads were not trained to read. Where an architecture has no edge features,
+``e2e_weight`` must be 0.
 
 The loss is  gt_weight * L_gt + force_weight * L_F + energy_weight * L_E + n2n_weight * L_n2n +
 e2e_weight * L_e2e, every L1 a mean over elements across all ranks (fairchem's ``DDPLoss``). Outputs
@@ -25,17 +32,12 @@ are compared in the normalised space the teacher was trained in: the student tak
 checkpoint's normalizers and element references. The teacher is frozen, in eval mode, run on the same
 batch, device and autocast precision (under ``no_grad`` unless its forces are energy gradients), and
 replicated on each rank, never wrapped in DDP. It replays the random draws of the student's pass, so
-that EquiformerV2's random edge-frame rolls are the same in both (GemNet-OC draws none). Checkpoints
-hold the student only, as an ordinary ``gemnet_oc_reduced`` / ``equiformer_v2_reduced`` checkpoint
-with a self-contained config.
+that random edge frames (drawn by some architectures in each pass) are the same in both.
 
-EquiformerV2 (monolithic ``equiformer_v2`` / ``equiformer_v2_reduced`` teacher, student
-``equiformer_v2_reduced``) has no FinalMLP. Its n2n term is L1(x_s, x_t) between the final node
-embeddings, the output of the final norm that both heads read, each (|V|, sum (lmax+1)^2,
-sphere_channels): like GemNet-OC's FinalMLP features, the representation at the readout, the same
-position in student and teacher whichever blocks are kept (matching each kept block to its source
-block would pin the student's last block to the teacher's intermediate features, which its heads were
-not trained to read). It has no edge features: ``e2e_weight`` must be 0.
+A hydra teacher takes a hydra student (``name: hydra``, ``backbone: {model: <reduced backbone>,
+num_blocks_kept: k}``); its heads default to the teacher's and start from the teacher's weights.
+Checkpoints hold the student only, as an ordinary checkpoint of the reduced model with a
+self-contained config.
 """
 
 from __future__ import annotations
@@ -54,11 +56,11 @@ from fairchem.core.common.registry import registry
 from fairchem.core.modules.loss import DDPLoss
 from fairchem.core.trainers import OCPTrainer
 
+from fairchem_prune import architectures
 from fairchem_prune.checkpoints import load_source
 from fairchem_prune.errors import PruneError
-from fairchem_prune.features import capture_distillation_features
-from fairchem_prune.models import check_training_data, forces_are_gradients
-from fairchem_prune.sampling import SAMPLING_CHOICES, SourceBalancedBatchSampler, source_ids, source_probabilities
+from fairchem_prune.models import check_training_data
+from fairchem_prune.trainers.sampling import SAMPLING_CHOICES, SourceBalancedBatchSampler, source_ids, source_probabilities
 
 WEIGHTS = ("force_weight", "energy_weight", "n2n_weight", "e2e_weight", "gt_weight")
 
@@ -97,18 +99,13 @@ class DistillSettings:
         return settings
 
 
-def _mlp_signature(mlp) -> tuple | None:
-    """Widths of a FinalMLP that do not depend on the number of blocks (None without one)."""
-    if mlp is None:
-        return None
-    return mlp[0].linear.out_features, [tuple(p.shape) for p in mlp[1:].parameters()]
-
-
-def _feature_widths(model, architecture: str) -> dict:
-    """The widths of the compared features, which do not depend on the number of blocks."""
-    if architecture == "equiformer_v2":
-        return {"node embedding": (model.sphere_channels, list(model.lmax_list), list(model.mmax_list))}
-    return {f"FinalMLPs ({layer})": _mlp_signature(getattr(model, layer, None)) for layer in ("out_mlp_E", "out_mlp_F")}
+def _flat_outputs(raw: dict) -> dict:
+    """A model's outputs by property: a hydra model without ``pass_through_head_outputs`` nests them
+    by head (``{head: {property: tensor}}``)."""
+    flat = {}
+    for key, value in raw.items():
+        flat.update(value if isinstance(value, dict) else {key: value})
+    return flat
 
 
 def _rng_state(device) -> tuple:
@@ -137,17 +134,13 @@ class DistillTrainer(OCPTrainer):
     def load_model(self) -> None:
         self.distill = DistillSettings.from_task(self.config["task"])
         source = load_source(self.distill.teacher_checkpoint)
-        self._architecture, self._student_name = source.ARCHITECTURE, source.REDUCED
-        if source.is_hydra:
-            raise PruneError(f"teacher {source.path} is a hydra model; distillation takes a monolithic {source.ARCHITECTURE} teacher")
+        architecture = self._architecture = source.architecture
         model_config = self.config["model"]
-        if model_config.get("name") != source.REDUCED:
-            raise PruneError(f"the distill student must be model name {source.REDUCED} for the {source.ARCHITECTURE} "
-                             f"teacher {source.path}, got {model_config.get('name')!r}")
-        if self.distill.e2e_weight and source.ARCHITECTURE == "equiformer_v2":
-            raise PruneError("task.distill.e2e_weight: the edge-to-edge term is not defined for EquiformerV2 "
+        student_core = self._student_core_config(source, model_config)
+        if self.distill.e2e_weight and not architecture.has_edge_features:
+            raise PruneError(f"task.distill.e2e_weight: the edge-to-edge term is not defined for {architecture.label} "
                              "(it has no edge features); set task.distill.e2e_weight: 0")
-        model_config.setdefault("pretrained_checkpoint", self.distill.teacher_checkpoint)
+        student_core.setdefault("pretrained_checkpoint", self.distill.teacher_checkpoint)
         super().load_model()
         if isinstance(self.model, DistributedDataParallel):
             # layers that no distillation term reaches (e.g. out_energy without energy terms) get no
@@ -157,22 +150,55 @@ class DistillTrainer(OCPTrainer):
             self.model = DistributedDataParallel(module, find_unused_parameters=True)
 
         student, teacher = self._unwrapped_model, source.model
-        student_blocks, teacher_blocks = len(getattr(student, source.BLOCKS)), source.num_blocks
+        core = architectures.core_of(student)
+        student_blocks, teacher_blocks = architecture.num_blocks(core), source.num_blocks
         if student_blocks > teacher_blocks:
             raise PruneError(f"the student keeps {student_blocks} blocks but the teacher has {teacher_blocks}")
-        teacher_widths = _feature_widths(teacher, source.ARCHITECTURE)
-        for part, widths in _feature_widths(student, source.ARCHITECTURE).items():
+        if source.is_hydra:
+            self._load_teacher_heads(source, core.kept_blocks)
+        teacher_widths = architecture.feature_widths(teacher)
+        for part, widths in architecture.feature_widths(student).items():
             if widths != teacher_widths[part]:
                 raise PruneError(f"student and teacher {part} differ; the student must be reduced from the teacher")
-        if self.distill.e2e_weight and getattr(student, "out_mlp_F", None) is None:
-            raise PruneError("task.distill.e2e_weight > 0 needs direct-force models (an edge FinalMLP, out_mlp_F)")
+        if self.distill.e2e_weight and not architecture.has_edge_branch(student):
+            raise PruneError(f"task.distill.e2e_weight > 0 needs a {architecture.label} student with edge features "
+                             "(a readout with an edge branch; e.g. direct forces); set task.distill.e2e_weight: 0")
         self.teacher = teacher.to(self.device).eval()
         for param in self.teacher.parameters():
             param.requires_grad_(False)
         self._teacher_checkpoint = source.checkpoint
         self._l1 = DDPLoss("mae", "mean")
         logging.info(f"distill: teacher {source.path} ({teacher_blocks} blocks), "
-                     f"student keeps {student.kept_blocks} ({sum(p.numel() for p in student.parameters()):,} parameters)")
+                     f"student keeps {core.kept_blocks} ({sum(p.numel() for p in student.parameters()):,} parameters)")
+
+    def _student_core_config(self, source, model_config: dict) -> dict:
+        """The student's reduced model (monolithic) or backbone (hydra) section, checked against the
+        teacher; a hydra student without heads gets the teacher's."""
+        architecture = source.architecture
+        if not source.is_hydra:
+            if model_config.get("name") != architecture.reduced_model:
+                raise PruneError(f"the distill student must be model name {architecture.reduced_model} for the "
+                                 f"{architecture.label} teacher {source.path}, got {model_config.get('name')!r}")
+            return model_config
+        backbone = model_config.get("backbone")
+        if model_config.get("name") != "hydra" or not isinstance(backbone, dict) \
+                or backbone.get("model") != architecture.reduced_backbone:
+            raise PruneError(f"the hydra teacher {source.path} needs a hydra student with backbone model "
+                             f"{architecture.reduced_backbone}; got model {model_config.get('name')!r}")
+        model_config.setdefault("heads", copy.deepcopy(source.model_config["heads"]))
+        for key in ("pass_through_head_outputs", "otf_graph"):
+            if key in source.model_config:
+                model_config.setdefault(key, source.model_config[key])
+        return backbone
+
+    def _load_teacher_heads(self, source, kept: list[int]) -> None:
+        """A hydra student starts with the teacher's heads (sliced where their shape depends on the blocks)."""
+        weights = source.architecture.slice_state_dict(source.state_dict(), source.num_blocks, kept)
+        heads = {k: v for k, v in weights.items() if k.startswith("output_heads.")}
+        result = self._unwrapped_model.load_state_dict(heads, strict=False)
+        if result.unexpected_keys:
+            raise PruneError(f"the student's heads do not match the teacher's ({result.unexpected_keys[:3]}); "
+                             "leave model.heads out to use the teacher's")
 
     def load_references_and_normalizers(self) -> None:
         """The teacher's normalizers and element references when it has them (the outputs are
@@ -217,19 +243,20 @@ class DistillTrainer(OCPTrainer):
     def _teacher_forward(self, batch, rng: tuple) -> tuple[dict, tuple[list, list]]:
         """Teacher outputs (energy (B, 1), forces (|V|, 3)) and (node, edge) features, detached,
         from the random state ``rng`` that the student's pass started from."""
-        with (torch.set_grad_enabled(forces_are_gradients(self.teacher)), _replayed_rng(rng, self.device),
-              capture_distillation_features(self.teacher, self._architecture) as (node, edge)):
-            raw = self.teacher(batch)
+        with (torch.set_grad_enabled(self._architecture.forces_are_gradients(self.teacher)), _replayed_rng(rng, self.device),
+              self._architecture.distillation_features(self.teacher) as (node, edge)):
+            raw = _flat_outputs(self.teacher(batch))
         sizes = {"energy": batch.natoms.numel(), "forces": int(batch.natoms.sum())}
         outputs = {key: raw[key].detach().view(sizes[key], -1) for key in sizes if key in raw}
         return outputs, ([h.detach() for h in node], [m.detach() for m in edge])
 
     def _forward(self, batch):
         batch = batch.to(self.device)
+        teacher_batch = batch.clone()  # its own positions: models that take gradients may replace them
         rng = _rng_state(self.device)
-        with capture_distillation_features(self._unwrapped_model, self._architecture) as student_features:
+        with self._architecture.distillation_features(self._unwrapped_model) as student_features:
             out = super()._forward(batch)
-        teacher_out, teacher_features = self._teacher_forward(batch, rng)
+        teacher_out, teacher_features = self._teacher_forward(teacher_batch, rng)
         self._step = {"student": student_features, "teacher": teacher_features, "teacher_out": teacher_out}
         return out
 
@@ -281,10 +308,14 @@ class DistillTrainer(OCPTrainer):
                                                                   "total": diff.sum().item(), "numel": diff.numel()}, metrics)
         return metrics
 
-    # === checkpoints: the student only, as an ordinary gemnet_oc_reduced / equiformer_v2_reduced checkpoint ===
+    # === checkpoints: the student only, as an ordinary checkpoint of the reduced model ===
     def _ordinary_config(self) -> dict:
         config = copy.deepcopy(self.config)
-        config["model"] = {"name": self._student_name, **self._unwrapped_model.resolved_config}
+        core = architectures.core_of(self._unwrapped_model)
+        if config["model"].get("name") == "hydra":
+            config["model"]["backbone"] = {"model": self._architecture.reduced_backbone, **core.resolved_config}
+        else:
+            config["model"] = {"name": self._architecture.reduced_model, **core.resolved_config}
         config["task"].pop("distill", None)
         return config
 

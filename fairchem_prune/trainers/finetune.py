@@ -1,12 +1,11 @@
 """``trainer: finetune``: fairchem's ``OCPTrainer`` plus two parts of JMP's fine-tuning recipe that
 fairchem 1.10 lacks, both read from the ``optim`` section:
 
-* layer-wise learning rates (``layerwise_lr: {embedding: m_e, blocks: [m_0, m_1, ...]}``): the atom
-  embedding and output block 0 train at ``m_e * lr_initial``, interaction block i and output block
-  i+1 at ``m_i * lr_initial``, everything else (bases, edge embedding, FinalMLP, heads) at
-  ``lr_initial``. EquiformerV2 likewise: the atom embedding ``sphere_embedding`` at ``m_e``,
-  transformer block i (``blocks.i``) at ``m_i``, everything else (edge-degree embedding, final norm,
-  heads) at ``lr_initial``. A reduced model with k blocks uses ``m_0 .. m_{k-1}``.
+* layer-wise learning rates (``layerwise_lr: {embedding: m_e, blocks: [m_0, m_1, ...]}``): the
+  embedding trains at ``m_e * lr_initial``, block i at ``m_i * lr_initial``, the layers every block
+  shares (bases, readout, heads) at ``lr_initial``. Which parameter is which is the architecture's
+  (its adapter's ``parameter_block``; e.g. an output block that reads block i belongs to block i); a
+  parameter it does not place is an error. A reduced model with k blocks uses ``m_0 .. m_{k-1}``.
 * ``scheduler: WarmupCosine``: linear warm-up from ``warmup_factor * lr`` over ``warmup_epochs``,
   cosine decay to ``lr_min_factor * lr`` at ``cosine_epochs``, constant after (fairchem's
   ``CosineLRLambda``, epochs converted to steps). It scales every parameter group's own rate.
@@ -14,38 +13,28 @@ fairchem 1.10 lacks, both read from the ``optim`` section:
 
 from __future__ import annotations
 
-import re
-
 import torch
 from fairchem.core.common.registry import registry
 from fairchem.core.modules.scheduler import CosineLRLambda, LRScheduler
 from fairchem.core.trainers.ocp_trainer import OCPTrainer
 
+from fairchem_prune import architectures
 from fairchem_prune.errors import PruneError
 from fairchem_prune.models import check_training_data
 
 WARMUP_COSINE = "WarmupCosine"
-#: GemNet-OC's atom_emb, int_blocks.i, out_blocks.i; EquiformerV2's sphere_embedding, blocks.i
-_BLOCK = re.compile(r"(?:^|\.)(atom_emb|sphere_embedding|(?:int_)?blocks\.(\d+)|out_blocks\.(\d+))\.")
 
 
-def lr_scale(name: str, embedding: float, blocks: list[float]) -> float:
-    """Learning-rate multiplier of the parameter ``name`` (GemNet-OC or EquiformerV2 naming, any
-    prefix)."""
-    match = _BLOCK.search(name)
-    if match is None:
+def lr_scale(block: int | None, embedding: float, blocks: list[float], name: str) -> float:
+    """Learning-rate multiplier of a parameter (``name``, for messages) of ``block`` (the
+    architecture's :meth:`~fairchem_prune.architectures.base.Architecture.parameter_block`)."""
+    if block is None:
         return 1.0
-    if match.group(2) is not None:
-        block = int(match.group(2))
-    elif match.group(3) is not None:
-        block = int(match.group(3)) - 1
-    else:
-        block = -1
     if block < 0:
         return embedding
     if block >= len(blocks):
         raise PruneError(f"optim.layerwise_lr.blocks has {len(blocks)} entries but the model has block {block} "
-                         f"({name}); give one multiplier per interaction block")
+                         f"({name}); give one multiplier per block")
     return blocks[block]
 
 
@@ -53,11 +42,14 @@ def layerwise_param_groups(model: torch.nn.Module, lr: float, weight_decay: floa
                            no_weight_decay: tuple[str, ...] = ()) -> list[dict]:
     """Optimizer parameter groups, one per (multiplier, decay): ``lr`` = multiplier x ``lr``,
     ``weight_decay`` 0 for parameters whose name ends with one of ``no_weight_decay``. Each group
-    also records its ``lr_scale``."""
+    also records its ``lr_scale``. Every trainable parameter must belong to a block, the embedding
+    or the shared layers of the model's architecture (PruneError otherwise)."""
+    architecture = architectures.of_model(model)
     groups: dict[tuple[float, bool], list] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            scale = lr_scale(name, layerwise_lr["embedding"], list(layerwise_lr["blocks"]))
+            block = architecture.parameter_block(name)
+            scale = lr_scale(block, layerwise_lr["embedding"], list(layerwise_lr["blocks"]), name)
             decay = not any(name.endswith(skip) for skip in no_weight_decay)
             groups.setdefault((scale, decay), []).append(param)
     return [{"params": params, "lr": lr * scale, "lr_scale": scale, "weight_decay": weight_decay if decay else 0.0}

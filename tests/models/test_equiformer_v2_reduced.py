@@ -4,7 +4,8 @@ EquiformerV2 rotates every edge into a frame with a random roll about the edge (
 fairchem's ``init_edge_rot_mat``), so each forward pass here is seeded: equal seeds give equal frames.
 It runs in float64 only without PBC (fairchem's ``radius_graph_pbc`` is float32) and with torch's default
 dtype set to float64 (its Wigner matrices are made in the default dtype): molecules are compared in
-float64, slabs in float32.
+float64 here. What every architecture passes (float32: keeping all / some blocks, EMA, symmetry, slicing,
+relevance, distillation, layer-wise learning rates) is in tests/architectures/test_equiformer_v2.py.
 """
 
 import copy
@@ -13,12 +14,14 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_EQV2, TINY_EQV2_HEADS, build_perturbed as build_stock, energy_forces, molecule_atoms, rotated_outputs, rel_err, slab_atoms, to_batch, write_checkpoint
+from conftest import TINY_EQV2, TINY_EQV2_HEADS, build_perturbed as build_stock, energy_forces, molecule_atoms, rel_err, slab_atoms, to_batch, write_checkpoint
 from fairchem.core.common.registry import registry
 from fairchem.core.models.equiformer_v2.equiformer_v2_deprecated import EquiformerV2
 
 from fairchem_prune.errors import PruneError
-from fairchem_prune.models.equiformer_v2_reduced import capture_block_outputs
+from fairchem_prune.architectures.equiformer_v2 import ADAPTER as EQV2
+
+capture_block_outputs = EQV2.capture_block_outputs
 
 Reduced = registry.get_model_class("equiformer_v2_reduced")
 
@@ -29,17 +32,6 @@ def monolithic_config(**changes):
 def hydra_config(**changes):
     return {"name": "hydra", "backbone": {"model": "equiformer_v2_backbone", **TINY_EQV2, **changes},
             "heads": copy.deepcopy(TINY_EQV2_HEADS), "otf_graph": True}
-
-
-def hand_copy(source, target, kept):
-    """Copy ``source``'s weights keeping blocks ``kept`` into the stock ``target``, module by module:
-    an independent re-statement of what the slicing must do."""
-    for name, child in target.named_children():
-        if name == "blocks":
-            for j, k in enumerate(kept):
-                child[j].load_state_dict(source.blocks[k].state_dict())
-        else:
-            child.load_state_dict(getattr(source, name).state_dict())
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -62,7 +54,8 @@ def stock_checkpoint(tmp_path):
     return tmp_path / "eqv2.pt", model
 
 
-PRECISIONS = [("molecule", torch.float64), ("slab", torch.float32)]
+#: float64 only; float32 (and first-k / subsets, EMA, symmetry, ...): tests/architectures/test_equiformer_v2.py
+PRECISIONS = [("molecule", torch.float64)]
 
 
 def precision_setup(request, structures, dtype):
@@ -110,24 +103,6 @@ def test_keeping_all_blocks_reproduces_stock_hydra(request, tmp_path, structures
     assert rel_err(e, e_ref) <= 1e-5 and rel_err(f, f_ref) <= 1e-5
 
 
-@pytest.mark.parametrize("kept", [[0, 1, 2], [0, 2]])
-def test_reduced_equals_hand_built_stock_model(stock_checkpoint, kept):
-    path, stock = stock_checkpoint
-    target = EquiformerV2(**{**TINY_EQV2, "num_layers": len(kept)}).eval()
-    hand_copy(stock, target, kept)
-    kwargs = {"num_blocks_kept": len(kept)} if kept == [0, 1, 2] else {"kept_blocks": kept}
-    reduced = Reduced(pretrained_checkpoint=str(path), **kwargs).eval()
-    assert len(reduced.blocks) == reduced.num_layers == len(kept) and reduced.source_blocks == kept
-    assert reduced.resolved_config["num_layers"] == len(kept) and "pretrained_checkpoint" not in reduced.resolved_config
-    batch = to_batch([molecule_atoms(), slab_atoms()])
-    e_ref, f_ref = energy_forces(target, batch)
-    e, f = energy_forces(reduced, batch)
-    assert torch.equal(e, e_ref) and torch.equal(f, f_ref)
-    # and it differs from the full model: blocks really were removed
-    e_full, _ = energy_forces(stock, batch)
-    assert (e - e_full).abs().min() > 1e-4
-
-
 def test_reduced_backbone_loads_the_kept_blocks_of_a_monolithic_checkpoint(stock_checkpoint):
     path, stock = stock_checkpoint
     backbone = registry.get_model_class("equiformer_v2_reduced_backbone")(
@@ -140,41 +115,6 @@ def test_reduced_backbone_loads_the_kept_blocks_of_a_monolithic_checkpoint(stock
         for name, value in stock.blocks[k].state_dict().items():
             assert torch.equal(weights[f"blocks.{j}.{name}"], value)
     assert torch.equal(weights["norm.affine_weight"], stock.state_dict()["norm.affine_weight"])
-
-
-def test_ema_weights_are_used_when_the_checkpoint_has_them(tmp_path):
-    config = monolithic_config()
-    stock = build_stock(config)
-    torch.manual_seed(7)
-    ema = [p.detach() + 0.05 * torch.randn_like(p) for p in stock.parameters() if p.requires_grad]
-    write_checkpoint(tmp_path / "ema.pt", stock, config, ema_params=ema)
-    batch = to_batch([slab_atoms()])
-    e_raw, _ = energy_forces(stock, batch)
-    with torch.no_grad():
-        for p, e in zip([p for p in stock.parameters() if p.requires_grad], ema):
-            p.copy_(e)
-    e_ref, f_ref = energy_forces(stock, batch)
-    e, f = energy_forces(Reduced(pretrained_checkpoint=str(tmp_path / "ema.pt")).eval(), batch)
-    assert torch.equal(e, e_ref) and torch.equal(f, f_ref)
-    assert (e - e_raw).abs().max() > 1e-4  # the EMA weights made a difference
-
-
-@pytest.mark.parametrize("make", [molecule_atoms, slab_atoms])
-def test_energy_invariant_and_forces_equivariant(stock_checkpoint, make):
-    """EquiformerV2 is equivariant only up to its S2-grid sampling (and float32). Measured here:
-    |dE| <= 2e-7 (|E| ~ 0.01-0.03), force error <= 3.4e-5 x max|F|. One block left with the edge frames
-    (Wigner matrices) of the unrotated structure gives |dE| ~ 2e-3-8e-3 and force errors of 0.3-0.9 x
-    max|F|; unrotated forces are off by ~1.7 x max|F|."""
-    path, _ = stock_checkpoint
-    model = Reduced(pretrained_checkpoint=str(path), kept_blocks=[0, 2]).eval()
-    atoms = make()
-    rot, (e0, f0), (e1, f1) = rotated_outputs(model, atoms)
-    scale = f0.abs().max().item()
-    assert scale > 1e-2
-    assert abs(e1 - e0).item() <= 5e-6 * max(1.0, abs(e0).item())
-    rotated = f0 @ torch.tensor(rot.T, dtype=f0.dtype)
-    assert (f1 - rotated).abs().max().item() <= 1e-3 * scale
-    assert (f1 - f0).abs().max().item() >= 0.1 * scale  # the check has teeth: the rotation matters
 
 
 def test_block_outputs_are_exposed(stock_checkpoint, tmp_path):
@@ -205,9 +145,6 @@ def test_block_outputs_are_exposed(stock_checkpoint, tmp_path):
     with capture_block_outputs(hydra) as hydra_outputs:
         energy_forces(hydra, batch)
     assert len(hydra_outputs) == 2 and torch.equal(hydra_outputs[0], full[0])
-    with pytest.raises(ValueError, match="not an EquiformerV2 model"):
-        with capture_block_outputs(torch.nn.Linear(2, 2)):
-            pass
 
 
 def test_config_contradicting_the_checkpoint_is_an_error(stock_checkpoint):

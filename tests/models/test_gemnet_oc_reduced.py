@@ -1,91 +1,20 @@
-"""gemnet_oc_reduced against stock fairchem GemNet-OC."""
-
-import copy
+"""gemnet_oc_reduced against stock fairchem GemNet-OC: what only GemNet-OC has (Random MLP, the FinalMLP
+features, JMP's options, the direct-force branch). Keeping all / some blocks, EMA, symmetry, slicing,
+relevance, distillation and layer-wise learning rates: tests/architectures/test_gemnet_oc.py."""
 
 import pytest
 import torch
 from conftest import (
-    TINY_HEADS, build_stock, energy_forces, hand_copy_gemnet, hydra_config, molecule_atoms, rotated_outputs, rel_err, slab_atoms, tiny_config, to_batch, write_checkpoint,
+    build_stock, energy_forces, hydra_config, molecule_atoms, rel_err, slab_atoms, tiny_config, to_batch,
+    write_checkpoint,
 )
 from fairchem.core.common.registry import registry
-from fairchem.core.models.base import HydraModel
 from fairchem.core.models.gemnet_oc.gemnet_oc import GemNetOC
 
 from fairchem_prune.errors import PruneError
-from fairchem_prune.features import capture_final_mlp_features
+from fairchem_prune.architectures.gemnet_oc import capture_final_mlp_features
 
 Reduced = registry.get_model_class("gemnet_oc_reduced")
-
-
-@pytest.mark.parametrize("structures", ["molecule", "slab"])
-def test_keeping_all_blocks_reproduces_stock_monolithic(stock_checkpoint, structures):
-    path, stock, _ = stock_checkpoint
-    batch = to_batch([molecule_atoms()] if structures == "molecule" else [slab_atoms()])
-    reduced = Reduced(pretrained_checkpoint=str(path)).eval()
-    e_ref, f_ref = energy_forces(stock, batch)
-    e, f = energy_forces(reduced, batch)
-    assert rel_err(e, e_ref) <= 1e-6 and rel_err(f, f_ref) <= 1e-6
-    assert f_ref.abs().max() > 1e-3  # a non-trivial reference
-
-
-@pytest.mark.parametrize("structures", ["molecule", "slab"])
-def test_keeping_all_blocks_reproduces_stock_hydra(tmp_path, structures):
-    config = hydra_config()
-    stock = build_stock(config)
-    write_checkpoint(tmp_path / "hydra.pt", stock, config)
-    batch = to_batch([molecule_atoms()] if structures == "molecule" else [slab_atoms()])
-    e_ref, f_ref = energy_forces(stock, batch)
-    # as a monolithic reduced model initialised from the hydra checkpoint ...
-    e, f = energy_forces(Reduced(pretrained_checkpoint=str(tmp_path / "hydra.pt")).eval(), batch)
-    assert rel_err(e, e_ref) <= 1e-6 and rel_err(f, f_ref) <= 1e-6
-    # ... and as a hydra model with the reduced backbone, sliced by the tool
-    from fairchem_prune.slicing import slice_checkpoint
-    from fairchem.core.common.utils import load_model_and_weights_from_checkpoint
-
-    slice_checkpoint(tmp_path / "hydra.pt", tmp_path / "hydra_all.pt")
-    hydra = load_model_and_weights_from_checkpoint(str(tmp_path / "hydra_all.pt")).eval()
-    assert type(hydra.backbone).__name__ == "GemNetOCReducedBackbone"
-    e, f = energy_forces(hydra, batch)
-    assert rel_err(e, e_ref) <= 1e-6 and rel_err(f, f_ref) <= 1e-6
-
-
-@pytest.mark.parametrize("kept", [[0, 1, 2], [0, 1, 2, 4], [3]])
-def test_reduced_equals_hand_built_stock_model(stock_checkpoint, batch, kept):
-    path, stock, _ = stock_checkpoint
-    torch.manual_seed(1)
-    target = GemNetOC(**tiny_config(num_blocks=len(kept))).eval()
-    hand_copy_gemnet(stock, target, kept, d_atom=16, d_edge=24)
-    kwargs = {"num_blocks_kept": len(kept)} if kept == [0, 1, 2] else {"kept_blocks": kept}
-    reduced = Reduced(pretrained_checkpoint=str(path), **kwargs).eval()
-    assert len(reduced.int_blocks) == len(kept) and reduced.source_blocks == kept
-    e_ref, f_ref = energy_forces(target, batch)
-    e, f = energy_forces(reduced, batch)
-    assert torch.equal(e, e_ref) and torch.equal(f, f_ref)
-    # and it differs from the full model: blocks really were removed
-    assert not torch.allclose(e, energy_forces(stock, batch)[0])
-
-
-def test_reduced_hydra_equals_hand_built_stock_hydra(tmp_path, batch):
-    from fairchem_prune.slicing import slice_checkpoint
-    from fairchem.core.common.utils import load_model_and_weights_from_checkpoint
-
-    config = hydra_config()
-    stock = build_stock(config)
-    write_checkpoint(tmp_path / "hydra.pt", stock, config)
-    kept = [0, 1, 2, 4]
-    slice_checkpoint(tmp_path / "hydra.pt", tmp_path / "hydra_k.pt", kept_blocks=kept)
-    reduced = load_model_and_weights_from_checkpoint(str(tmp_path / "hydra_k.pt")).eval()
-
-    target = HydraModel(backbone={"model": "gemnet_oc_backbone", **tiny_config(num_blocks=4)},
-                        heads=copy.deepcopy(TINY_HEADS)).eval()
-    hand_copy_gemnet(
-        stock.backbone, target.backbone, kept, d_atom=16, d_edge=24,
-        heads_source={"E": stock.output_heads["energy"], "F": stock.output_heads["forces"]},
-        heads_target={"E": target.output_heads["energy"], "F": target.output_heads["forces"]},
-    )
-    e_ref, f_ref = energy_forces(target, batch)
-    e, f = energy_forces(reduced, batch)
-    assert torch.equal(e, e_ref) and torch.equal(f, f_ref)
 
 
 def test_random_mlp_init_replaces_only_the_first_final_mlp_layer(stock_checkpoint):
@@ -97,33 +26,6 @@ def test_random_mlp_init_replaces_only_the_first_final_mlp_layer(stock_checkpoin
     differing = sorted(k for k in a if not torch.equal(a[k], b[k]))
     assert differing == ["out_mlp_E.0.linear.weight", "out_mlp_F.0.linear.weight"]
     assert a["out_mlp_E.0.linear.weight"].shape == (16, 16 * 4)
-
-
-def test_ema_weights_are_used_when_the_checkpoint_has_them(tmp_path, batch):
-    config = {"name": "gemnet_oc", **tiny_config()}
-    stock = build_stock(config)
-    torch.manual_seed(7)
-    ema = [p.detach() + 0.01 * torch.randn_like(p) for p in stock.parameters() if p.requires_grad]
-    write_checkpoint(tmp_path / "ema.pt", stock, config, ema_params=ema)
-    with torch.no_grad():
-        for p, e in zip([p for p in stock.parameters() if p.requires_grad], ema):
-            p.copy_(e)
-    reduced = Reduced(pretrained_checkpoint=str(tmp_path / "ema.pt")).eval()
-    e_ref, f_ref = energy_forces(stock, batch)
-    e, f = energy_forces(reduced, batch)
-    assert rel_err(e, e_ref) <= 1e-6 and rel_err(f, f_ref) <= 1e-6
-
-
-@pytest.mark.parametrize("make", [molecule_atoms, slab_atoms])
-def test_energy_invariant_and_forces_equivariant(stock_checkpoint, make):
-    path, _, _ = stock_checkpoint
-    model = Reduced(pretrained_checkpoint=str(path), kept_blocks=[0, 2, 3]).eval()
-    atoms = make()
-    rot, (e0, f0), (e1, f1) = rotated_outputs(model, atoms)
-    assert abs(e1 - e0).item() <= 1e-5 * max(1.0, abs(e0).item())
-    rotated = f0 @ torch.tensor(rot.T, dtype=f0.dtype)
-    assert (f1 - rotated).abs().max().item() <= 1e-4 * max(1.0, f0.abs().max().item())
-    assert f0.abs().max() > 1e-3
 
 
 def test_config_contradicting_the_checkpoint_is_an_error(stock_checkpoint):

@@ -98,6 +98,6 @@ def test_equiformer_v2_ablation_removes_each_transformer_block(tmp_path):
     assert [(r["removed"], r["metrics"]) for r in summary["runs"]] == [
         ("b_0", None), ("b_1", {"forces_mae": 0.25}), ("b_2", None)]
     # a GemNet-OC fine-tuning config does not fit an EquiformerV2 checkpoint
-    with pytest.raises(PruneError, match="trains 'gemnet_oc_reduced' but the equiformer_v2 checkpoint .* needs "
+    with pytest.raises(PruneError, match="trains 'gemnet_oc_reduced' but the EquiformerV2 checkpoint .* needs "
                                          "equiformer_v2_reduced"):
         write_ablation_configs(FINETUNE, tmp_path / "eqv2.pt", tmp_path / "other")

@@ -54,7 +54,7 @@ def test_script_runs_end_to_end_prints_the_table_and_writes_json(tiny_gemnet_fil
         ("not a list", ["--blocks", "six,five"], "expected comma-separated block counts"),
         ("too many blocks", ["--blocks", "6,4"], "[6] out of range: the model has 5 interaction blocks"),
         ("duplicates", ["--blocks", "4,4"], "has duplicates"),
-        ("other model", ["--config", "{tmp}/painn.yml"], "describes a 'painn' model"),
+        ("other model", ["--config", "{tmp}/schnet.yml"], "holds a 'schnet' model"),
         ("output exists", ["--out", "{tmp}/existing.json"], "already exists; choose another path or pass --force"),
         ("too few structures", ["--batch-size", "5", "--num-batches", "2"], "has 8 structures"),
     ],
@@ -62,7 +62,7 @@ def test_script_runs_end_to_end_prints_the_table_and_writes_json(tiny_gemnet_fil
 def test_bad_input_gives_one_clear_line(tiny_gemnet_files, tmp_path, capsys, case, args, message):
     config, data = tiny_gemnet_files
     (tmp_path / "corrupt.lmdb").write_bytes(b"not an lmdb" * 100)
-    (tmp_path / "painn.yml").write_text(yaml.safe_dump({"model": {"name": "painn", "hidden_channels": 8}}))
+    (tmp_path / "schnet.yml").write_text(yaml.safe_dump({"model": {"name": "schnet", "hidden_channels": 8}}))
     (tmp_path / "existing.json").write_text("precious")
     options = {"--config": str(config), "--data": str(data), "--blocks": "2", "--out": str(tmp_path / "out.json"),
                "--repeats": "1", "--warmup": "0", "--finetune-repeats": "0", **dict(zip(args[::2], args[1::2]))}

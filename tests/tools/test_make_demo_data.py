@@ -11,7 +11,7 @@ from ase.calculators.emt import EMT
 
 from fairchem_prune.cli import tool_main
 from fairchem_prune.datasets import prepare_dataset
-from fairchem_prune.demo_data import DemoSize, make_demo_data, xtb_pool, xtb_single_point
+from fairchem_prune.demo.generation import DemoSize, make_demo_data, xtb_pool, xtb_single_point
 
 TINY = DemoSize(g2_frames=2, slabs=6, rmd17_frames=6, md22_frames=3, qm9_conformers=2, g2_molecules=3)
 LMDBS = [f"pretrain/{split}/{source}.lmdb" for split in ("train", "val") for source in ("xtb_molecules", "emt_slabs")]

@@ -44,7 +44,7 @@ def test_sliced_checkpoint_loads_with_ocp_calculator(stock_checkpoint, tmp_path)
 
 
 def write_other_model_checkpoint(path):
-    torch.save({"config": {"model": {"name": "painn", "hidden_channels": 8}}, "state_dict": {}}, path)
+    torch.save({"config": {"model": {"name": "schnet", "hidden_channels": 8}}, "state_dict": {}}, path)
 
 
 @pytest.mark.parametrize(
@@ -56,14 +56,14 @@ def write_other_model_checkpoint(path):
         ("negative", ["--kept-blocks=-1,2"], "block(s) [-1] do not exist"),
         ("missing file", ["--num-blocks-kept", "2", "--checkpoint", "{tmp}/missing.pt"], "missing.pt: no such file"),
         ("corrupt file", ["--num-blocks-kept", "2", "--checkpoint", "{tmp}/corrupt.pt"], "cannot be read"),
-        ("other model", ["--num-blocks-kept", "2", "--checkpoint", "{tmp}/painn.pt"], "holds a 'painn' model"),
+        ("other model", ["--num-blocks-kept", "2", "--checkpoint", "{tmp}/schnet.pt"], "holds a 'schnet' model"),
         ("output exists", ["--num-blocks-kept", "2", "--output", "{tmp}/existing.pt"], "already exists; choose another path or pass --force"),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_changes_nothing(stock_checkpoint, tmp_path, capsys, case, args, message):
     path, _, _ = stock_checkpoint
     (tmp_path / "corrupt.pt").write_bytes(path.read_bytes()[:2000])
-    write_other_model_checkpoint(tmp_path / "painn.pt")
+    write_other_model_checkpoint(tmp_path / "schnet.pt")
     (tmp_path / "existing.pt").write_bytes(b"precious")
     args = [a.format(tmp=tmp_path) for a in args]
     argv = ([] if "--checkpoint" in args else ["--checkpoint", str(path)]) + args

@@ -86,12 +86,12 @@ def test_hydra_slice_equals_hand_built_stock_hydra(tmp_path):
 
 
 def write_other_hydra(path):
-    config = {"name": "hydra", "backbone": {"model": "painn_backbone"}, "heads": {}}
+    config = {"name": "hydra", "backbone": {"model": "schnet_backbone"}, "heads": {}}
     torch.save({"config": {"model": config}, "state_dict": {}}, path)
 
 
 def write_other_model(path):
-    torch.save({"config": {"model": {"name": "painn", "hidden_channels": 8}}, "state_dict": {}}, path)
+    torch.save({"config": {"model": {"name": "schnet", "hidden_channels": 8}}, "state_dict": {}}, path)
 
 
 @pytest.mark.parametrize(
@@ -101,20 +101,19 @@ def write_other_model(path):
         ("unsorted", ["--kept-blocks", "2,0"], "not in increasing order"),
         ("missing block", ["--kept-blocks", "0,4"], "block(s) [4] do not exist"),
         ("random mlp", ["--num-blocks-kept", "2", "--mlp-init", "random"],
-         "mlp_init='random' applies to GemNet-OC's FinalMLP; EquiformerV2 has none"),
-        ("other model", ["--num-blocks-kept", "2", "--checkpoint", "{tmp}/painn.pt"],
-         "holds a 'painn' model; fairchem-prune reduces GemNet-OC (gemnet_oc, gemnet_oc_reduced, or hydra with a "
-         "gemnet_oc_backbone / gemnet_oc_reduced_backbone backbone) and EquiformerV2 (equiformer_v2, "
-         "equiformer_v2_reduced, or hydra with a equiformer_v2_backbone / equiformer_v2_reduced_backbone backbone)"),
-        ("other hydra", ["--num-blocks-kept", "2", "--checkpoint", "{tmp}/painn_hydra.pt"],
-         "holds a hydra model with a 'painn_backbone' backbone; fairchem-prune reduces GemNet-OC"),
+         "mlp_init='random': EquiformerV2 has no first readout layer to re-initialise"),
+        ("other model", ["--num-blocks-kept", "2", "--checkpoint", "{tmp}/schnet.pt"],
+         "holds a 'schnet' model; fairchem-prune reduces EquiformerV2 (equiformer_v2, equiformer_v2_reduced, hydra "
+         "with a equiformer_v2_backbone / equiformer_v2_reduced_backbone backbone)"),
+        ("other hydra", ["--num-blocks-kept", "2", "--checkpoint", "{tmp}/schnet_hydra.pt"],
+         "holds a hydra model with a 'schnet_backbone' backbone; fairchem-prune reduces"),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_changes_nothing(monolithic_checkpoint, tmp_path, capsys, case, args,
                                                             message):
     path, _ = monolithic_checkpoint
-    write_other_model(tmp_path / "painn.pt")
-    write_other_hydra(tmp_path / "painn_hydra.pt")
+    write_other_model(tmp_path / "schnet.pt")
+    write_other_hydra(tmp_path / "schnet_hydra.pt")
     args = [a.format(tmp=tmp_path) for a in args]
     argv = ([] if "--checkpoint" in args else ["--checkpoint", str(path)]) + args + ["--output", str(tmp_path / "o.pt")]
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}

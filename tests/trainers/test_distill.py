@@ -61,15 +61,15 @@ def test_teacher_is_frozen_and_outside_the_optimizer(teacher, emt_lmdb, tmp_path
     assert trainer.normalizers["forces"].rmsd == torch.load(teacher, weights_only=False)["normalizers"]["forces"]["rmsd"]
 
 
-def write_painn_checkpoint(path):
-    torch.save({"config": {"model": {"name": "painn"}}, "state_dict": {}}, path)
+def write_schnet_checkpoint(path):
+    torch.save({"config": {"model": {"name": "schnet"}}, "state_dict": {}}, path)
 
 
 @pytest.mark.parametrize(
     "case, overrides, message",
     [
         ("missing teacher", ["--task.distill.teacher_checkpoint={tmp}/none.pt"], "none.pt: no such file"),
-        ("other architecture", ["--task.distill.teacher_checkpoint={tmp}/painn.pt"], "holds a 'painn' model"),
+        ("other architecture", ["--task.distill.teacher_checkpoint={tmp}/schnet.pt"], "holds a 'schnet' model"),
         ("more blocks", ["--model.num_blocks_kept=5"], "cannot keep 5 blocks: the source model has 4"),
         ("zero weights", ["--task.distill.force_weight=0", "--task.distill.n2n_weight=0", "--task.distill.e2e_weight=0"],
          "all loss weights"),
@@ -77,7 +77,7 @@ def write_painn_checkpoint(path):
     ],
 )
 def test_bad_configuration_fails_before_training(teacher, emt_lmdb, tmp_path, case, overrides, message):
-    write_painn_checkpoint(tmp_path / "painn.pt")
+    write_schnet_checkpoint(tmp_path / "schnet.pt")
     with pytest.raises(PruneError) as error:
         build_trainer(tmp_path, teacher, emt_lmdb, *[o.format(tmp=tmp_path) for o in overrides])
     assert message in str(error.value), case

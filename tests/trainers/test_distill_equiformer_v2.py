@@ -73,7 +73,7 @@ def test_student_keeping_every_block_sees_the_teachers_edge_frames(coarse_teache
          "task.distill.e2e_weight: the edge-to-edge term is not defined for EquiformerV2 (it has no edge features); "
          "set task.distill.e2e_weight: 0"),
         (["--model.name=gemnet_oc_reduced"],
-         "the distill student must be model name equiformer_v2_reduced for the equiformer_v2 teacher {teacher}, "
+         "the distill student must be model name equiformer_v2_reduced for the EquiformerV2 teacher {teacher}, "
          "got 'gemnet_oc_reduced'"),
     ],
 )

@@ -159,7 +159,7 @@ def make_demo_data(out: str | Path, size: str | DemoSize = "small", seed: int = 
       energy (hartree), mu from the xTB dipole, A/B/C from the geometry, the other properties NaN.
     * ``manifest.json``: the size, the seed and the counts (``demo_manifest`` reads it).
     """
-    from fairchem_prune.lmdb_io import atoms_to_data, write_lmdb  # imports torch: not in the xTB workers
+    from fairchem_prune.datasets.lmdb_io import atoms_to_data, write_lmdb  # imports torch: not in the xTB workers
 
     size = SIZES[size] if isinstance(size, str) else size
     out = Path(out)

@@ -6,7 +6,6 @@ and the number of entries under ``b"length"``. Graphs come from fairchem's ``Ato
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,7 +16,7 @@ from fairchem.core.preprocessing import AtomsToGraphs
 from torch_geometric.data import Data
 from tqdm import tqdm
 
-from fairchem_prune.errors import PruneError
+from fairchem_prune.files import atomic_path, refuse_existing
 
 #: 1 TiB map: LMDB reserves address space, not disk
 _MAP_SIZE = 1 << 40
@@ -39,22 +38,20 @@ def write_lmdb(path: str | Path, data: Iterable[Data], overwrite: bool = False, 
     interrupted run leaves no half-written LMDB behind.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise PruneError(f"{path} already exists; remove it or choose another output")
+    refuse_existing(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    for stale in (tmp, Path(f"{tmp}-lock")):
-        stale.unlink(missing_ok=True)
-    env = lmdb.open(str(tmp), map_size=_MAP_SIZE, subdir=False, meminit=False, map_async=True)
     count = 0
-    try:
-        with env.begin(write=True) as txn:
-            for count, item in enumerate(tqdm(data, desc=f"writing {path.name}", disable=not progress), 1):
-                txn.put(f"{count - 1}".encode("ascii"), pickle.dumps(item, protocol=-1))
-            txn.put(b"length", pickle.dumps(count, protocol=-1))
-        env.sync()
-    finally:
-        env.close()
-    os.replace(tmp, path)
-    Path(f"{tmp}-lock").unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        lock = Path(f"{tmp}-lock")
+        lock.unlink(missing_ok=True)
+        env = lmdb.open(str(tmp), map_size=_MAP_SIZE, subdir=False, meminit=False, map_async=True)
+        try:
+            with env.begin(write=True) as txn:
+                for count, item in enumerate(tqdm(data, desc=f"writing {path.name}", disable=not progress), 1):
+                    txn.put(f"{count - 1}".encode("ascii"), pickle.dumps(item, protocol=-1))
+                txn.put(b"length", pickle.dumps(count, protocol=-1))
+            env.sync()
+        finally:
+            env.close()
+            lock.unlink(missing_ok=True)
     return count
