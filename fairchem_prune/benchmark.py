@@ -44,14 +44,14 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from fairchem_prune import architectures
-from fairchem_prune.architectures import Architecture
+from fairchem_prune.architectures import Architecture, core_section
 from fairchem_prune.errors import PruneError
 from fairchem_prune.fast_init import fast_init
 
@@ -70,22 +70,17 @@ DTYPES = ("float32", "bfloat16")
 _REDUCTION_KEYS = ("num_blocks_kept", "kept_blocks", "mlp_init", "source_blocks", "scale_file", "pretrained_checkpoint")
 
 
-def core_config(model_config: dict) -> dict:
-    """The section of a ``model:`` config that holds the blocks: itself, or a hydra model's backbone."""
-    return model_config["backbone"] if model_config.get("name") == "hydra" else model_config
-
-
 def architecture_of(model_config: dict) -> Architecture:
     return architectures.of_config(model_config, "the benchmark config")
 
 
-def _stock_class(model_config: dict, architecture: Architecture):
+def _stock_parameters(model_config: dict, architecture: Architecture) -> Mapping:
+    """The constructor parameters of the stock model (or backbone) that a stock ``model_config`` names."""
     from fairchem.core.common.registry import registry
 
     architecture.register_stock()
-    if model_config.get("name") == "hydra":
-        return registry.get_model_class(model_config["backbone"]["model"])
-    return registry.get_model_class(model_config["name"])
+    name = core_section(model_config)["model"] if model_config.get("name") == "hydra" else model_config["name"]
+    return inspect.signature(registry.get_model_class(name).__init__).parameters
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -137,10 +132,10 @@ def load_architecture(config_path: str | Path, forces: str = "none", overrides: 
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise PruneError(f"--model-override {item!r}: expected key=value, e.g. max_neighbors=20")
-        core_config(model)[key.strip()] = yaml.safe_load(value)
+        core_section(model)[key.strip()] = yaml.safe_load(value)
     where = f"config {config_path}"
     architecture = architectures.of_config(model, where)
-    core = core_config(model)
+    core = core_section(model)
     key = architecture.block_key
     if core.get("pretrained_checkpoint") is not None:
         raise PruneError(f"{where} sets pretrained_checkpoint; the benchmark builds random models from an "
@@ -150,18 +145,15 @@ def load_architecture(config_path: str | Path, forces: str = "none", overrides: 
         raise PruneError(f"{where} sets kept_blocks; give the source architecture ({key}) instead")
     for reduction_key in _REDUCTION_KEYS:
         core.pop(reduction_key, None)
-    # the stock model of a reduced config
-    if model["name"] == "hydra":
-        core["model"] = architecture.stock_backbones[0]
-        model.pop("finetune_config", None)
-    else:
-        model["name"] = architecture.stock_models[0]
+    model.pop("finetune_config", None)
+    model = architecture.with_core(model, core, reduced=False)  # the stock model of a reduced config
+    core = core_section(model)
     if not isinstance(core.get(key), int) or core[key] < 1:
         raise PruneError(f"{where}: model needs {key} (the number of {architecture.block_kind} blocks)")
     if forces not in FORCE_MODES:
         raise PruneError(f"forces must be one of {sorted(FORCE_MODES)}, got {forces!r}")
     regress, direct = FORCE_MODES[forces]
-    accepted = inspect.signature(_stock_class(model, architecture).__init__).parameters
+    accepted = _stock_parameters(model, architecture)
     if regress and not direct and "direct_forces" not in accepted:
         raise PruneError(f"--forces {forces}: {architecture.label} predicts forces directly; use --forces direct or none")
     if regress is not None:
@@ -218,8 +210,8 @@ def stock_options(architecture: dict) -> list[str]:
     """Keys of the block-holding section of ``architecture`` (a :func:`load_architecture` config)
     that the stock model does not take (this plugin's options, e.g. the JMP head ``num_mlps``): the
     stock model is built without them."""
-    accepted = inspect.signature(_stock_class(architecture, architecture_of(architecture)).__init__).parameters
-    return sorted(key for key in core_config(architecture) if key not in accepted and key not in ("name", "model"))
+    accepted = _stock_parameters(architecture, architecture_of(architecture))
+    return sorted(key for key in core_section(architecture) if key not in accepted and key not in ("name", "model"))
 
 
 def build_models(architecture: dict, k: int, device: str, init: str = "fast", seed: int = 0):
@@ -232,16 +224,10 @@ def build_models(architecture: dict, k: int, device: str, init: str = "fast", se
     adapter = architecture_of(architecture)
     importlib.import_module(adapter.model_module)
     own = stock_options(architecture)
-    reduced_config, stock_config = copy.deepcopy(architecture), copy.deepcopy(architecture)
-    core_config(reduced_config)["num_blocks_kept"] = k
-    stock_core = core_config(stock_config)
-    stock_core[adapter.block_key] = k
-    for key in own:
-        stock_core.pop(key)
-    if architecture.get("name") == "hydra":
-        core_config(reduced_config)["model"] = adapter.reduced_backbone
-    else:
-        reduced_config["name"] = adapter.reduced_model
+    core = core_section(architecture)
+    reduced_config = adapter.with_core(architecture, {**core, "num_blocks_kept": k})
+    stock_config = adapter.with_core(architecture, {**{key: v for key, v in core.items() if key not in own},
+                                                    adapter.block_key: k}, reduced=False)
     context = fast_init() if init == "fast" else contextlib.nullcontext()
     torch.manual_seed(seed + k)
     with context:
@@ -282,7 +268,8 @@ def inference_pass(model: torch.nn.Module, batches: Sequence, device: str, dtype
     gradients = architectures.of_model(model).forces_are_gradients(model)
     with torch.set_grad_enabled(gradients), _autocast(device, dtype):
         for batch in batches:
-            out = model(batch.clone())  # models that take gradients may replace the batch's positions
+            # a model differentiating w.r.t. positions may replace them in the batch: give it a copy
+            out = model(batch.clone() if gradients else batch)
             outputs.append({k: v.detach() for k, v in out.items()})
     return outputs
 
@@ -361,7 +348,7 @@ def finetune_step(model, optimizer, batch, device, dtype) -> float:
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     with _autocast(device, dtype):
-        out = model(batch.clone())
+        out = model(batch.clone())  # as in inference_pass: a gradient-force model may replace positions
         loss = out["energy"].float().pow(2).mean()
         if "forces" in out:
             loss = loss + out["forces"].float().pow(2).mean()
@@ -464,7 +451,7 @@ def run_benchmark(
 
     architecture = load_architecture(config_path, forces, overrides)
     adapter = architecture_of(architecture)
-    blocks = check_blocks(blocks, core_config(architecture)[adapter.block_key], adapter.block_kind)
+    blocks = check_blocks(blocks, core_section(architecture)[adapter.block_key], adapter.block_kind)
     batches, natoms = load_batches(data, batch_size, num_batches, device)
     samples = len(natoms)
     notes = []
@@ -501,7 +488,7 @@ def run_benchmark(
         }
     own = stock_options(architecture)
     if own:
-        stock_name = core_config(architecture).get("model", architecture["name"])
+        stock_name = core_section(architecture).get("model", architecture["name"])
         notes.append(f"the stock {stock_name} has no {', '.join(own)}: it is built without them, so its outputs "
                      "are not compared and red/stock includes what they cost")
     for k in blocks:

@@ -100,7 +100,7 @@ class ModelSource:
     @property
     def source_blocks(self) -> list[int]:
         """Indices of these blocks in the original, unreduced model."""
-        return list(getattr(self.core, "source_blocks", range(self.num_blocks)))
+        return self.architecture.source_blocks(self.core)
 
     def core_config(self) -> dict:
         """Self-contained kwargs of the core module (no name, no checkpoint references)."""

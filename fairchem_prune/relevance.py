@@ -44,7 +44,7 @@ def block_names(model: nn.Module) -> list[str]:
     reduced model keeps its original block numbers)."""
     architecture = architectures.of_model(model)
     core = architectures.core_of(model)
-    return architecture.block_names(list(getattr(core, "source_blocks", range(architecture.num_blocks(core)))))
+    return architecture.block_names(architecture.source_blocks(core))
 
 
 def gradcam_sums(tap: BranchTap, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -58,14 +58,10 @@ def build_reduced(source, kept: Sequence[int], weights: Mapping[str, torch.Tenso
     from fairchem.core.common.registry import registry
 
     architecture = source.architecture
+    template = {k: v for k, v in source.model_config.items() if k != "finetune_config"}  # weights come from here
 
     def model_config(core: dict) -> dict:
-        if not source.is_hydra:
-            return {"name": architecture.reduced_model, **core}
-        config = copy.deepcopy(source.model_config)
-        config.pop("finetune_config", None)
-        config["backbone"] = {"model": architecture.reduced_backbone, **core}
-        return config
+        return architecture.with_core(template, core)
 
     core = source.core_config()
     core.update({architecture.block_key: source.num_blocks, "kept_blocks": list(kept), "source_blocks": source.source_blocks})

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from torch import nn
 
-from fairchem_prune.architectures.base import Architecture, BranchTap, core_of
+from fairchem_prune.architectures.base import Architecture, BranchTap, core_of, core_section
 from fairchem_prune.errors import PruneError
 
-__all__ = ["Architecture", "BranchTap", "all_architectures", "by_name", "supported", "of_config", "of_model", "reduced_model_modules", "core_of"]
+__all__ = ["Architecture", "BranchTap", "all_architectures", "by_name", "core_of", "core_section", "of_config", "of_model",
+           "reduced_model_modules", "supported"]
 
 
 @functools.cache

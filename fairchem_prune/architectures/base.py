@@ -55,11 +55,12 @@ class BlockPattern:
     offset: int = 0
 
     @classmethod
-    def of(cls, prefix: str, offset: int = 0, suffix: str = r"\.") -> "BlockPattern":
-        """Names ``<prefix>.<i><suffix>`` (``suffix`` ``r"\\."``: a submodule; ``""`` for attributes
-        like ``upd_out_scalar_scale_<i>``, then ``prefix`` ends with ``_``)."""
+    def of(cls, prefix: str, offset: int = 0) -> "BlockPattern":
+        """Names ``<prefix>.<i>`` (the i-th entry of a ``ModuleList``) or, for a ``prefix`` ending with
+        ``_``, ``<prefix><i>`` (numbered attributes like ``upd_out_scalar_scale_<i>``), followed by
+        ``.`` or the end of the name."""
         separator = "" if prefix.endswith("_") else r"\."
-        return cls(re.compile(rf"(?:^|\.){re.escape(prefix)}{separator}(\d+)(?={suffix}|$)"), offset)
+        return cls(re.compile(rf"(?:^|\.){re.escape(prefix)}{separator}(\d+)(?=\.|$)"), offset)
 
 
 class Architecture:
@@ -84,7 +85,9 @@ class Architecture:
     head_layers: Mapping[str, tuple[str, ...]] = {}
     #: hyperparameters that fix the shapes of the weights: a config may not contradict the checkpoint's
     shape_keys: tuple[str, ...] = ()
-    #: config changes when a checkpoint's model is rebuilt (e.g. scale factors come from the state dict)
+    #: config settings whose values the state dict carries (e.g. ``scale_file``: the fitted scale
+    #: factors): set when a checkpoint's model is rebuilt or a reduced model is built from it, and left
+    #: out of a reduced model's ``resolved_config``
     source_overrides: Mapping[str, object] = {}
     #: the ``ModuleList``s whose i-th entries form block i
     block_lists: tuple[str, ...] = ("blocks",)
@@ -99,6 +102,8 @@ class Architecture:
     #: distillation on the pre-training mix, and fine-tuning on the demo task
     distill_config: str = ""
     demo_finetune_config: str = ""
+    #: the module of the core whose output every head reads: distillation's node features, if one
+    readout_input: str | None = None
     #: ``mlp_init`` choices of the slicing tool (the first readout layer); one choice: nothing to choose
     mlp_init_choices: tuple[str, ...] = ("sliced",)
 
@@ -149,9 +154,18 @@ class Architecture:
         from fairchem.core.common.registry import registry
 
         self.register_stock()
-        init = registry.get_model_class(self.name).__init__
-        return {k: p.default for k, p in inspect.signature(init).parameters.items()
-                if p.default is not inspect.Parameter.empty}
+        return signature_defaults(registry.get_model_class(self.name))
+
+    def with_core(self, model_config: Mapping, core: Mapping, reduced: bool = True) -> dict:
+        """A copy of a monolithic or hydra ``model:`` config whose block-holding section
+        (:func:`core_section`) is ``core``, named as this architecture's reduced model (or, with
+        ``reduced=False``, its stock model); a hydra config keeps its heads and other settings."""
+        core = {k: copy.deepcopy(v) for k, v in core.items() if k not in ("name", "model")}
+        if model_config.get("name") != "hydra":
+            return {"name": self.reduced_model if reduced else self.stock_models[0], **core}
+        config = copy.deepcopy(dict(model_config))
+        config["backbone"] = {"model": self.reduced_backbone if reduced else self.stock_backbones[0], **core}
+        return config
 
     # ------------------------------------------------------------------ blocks
     def blocks(self, core: nn.Module) -> list[list[nn.Module]]:
@@ -161,6 +175,11 @@ class Architecture:
 
     def num_blocks(self, core: nn.Module) -> int:
         return len(self.blocks(core))
+
+    def source_blocks(self, core: nn.Module) -> list[int]:
+        """The indices of ``core``'s blocks in the original unreduced model (a reduced model records
+        them; a stock model's are 0..b-1)."""
+        return list(getattr(core, "source_blocks", range(self.num_blocks(core))))
 
     def block_names(self, source_blocks: Sequence[int]) -> list[str]:
         """Names of the per-block features that relevance scores (``b_k`` for original block k)."""
@@ -229,18 +248,28 @@ class Architecture:
         with self.capture_block_outputs(model) as outputs:
             yield lambda: {"energy": BranchTap(list(outputs), list)}
 
+    def block_output(self, output) -> torch.Tensor:
+        """The node features in the output of a block's last module (default: the output itself)."""
+        return output
+
     @contextlib.contextmanager
     def capture_block_outputs(self, model: nn.Module) -> Iterator[list[torch.Tensor]]:
-        """A list that after each forward pass holds the node features after each block."""
-        raise NotImplementedError(f"{self.label}: no block outputs")
-        yield []
+        """A list that after each forward pass holds the node features after each block: the
+        :meth:`block_output` of the last module of each of :meth:`blocks`."""
+        core = core_of(model)
+        with capture_outputs(core, [parts[-1] for parts in self.blocks(core)], self.block_output) as outputs:
+            yield outputs
 
     @contextlib.contextmanager
     def distillation_features(self, model: nn.Module) -> Iterator[tuple[list, list]]:
         """Record, in each forward pass, the features that node-to-node and edge-to-edge
-        distillation compare: yields ``(node, edge)``, two lists refilled by each pass."""
-        raise NotImplementedError
-        yield [], []
+        distillation compare: yields ``(node, edge)``, two lists refilled by each pass. Default: the
+        output of :attr:`readout_input`, one tensor; no edge features."""
+        if self.readout_input is None:
+            raise NotImplementedError(f"{self.label}: no readout input named; override distillation_features")
+        core = core_of(model)
+        with capture_outputs(core, [getattr(core, self.readout_input)]) as node:
+            yield node, []
 
     def has_edge_branch(self, model: nn.Module) -> bool:
         """Whether ``model`` has the edge features of :meth:`distillation_features`."""
@@ -287,12 +316,16 @@ def module_blocks(core: nn.Module, *attributes: str) -> list[list[nn.Module]]:
     return [list(parts) for parts in zip(*lists)]
 
 
-def with_block_count(model_config: Mapping, block_key: str, num_blocks: int) -> dict:
-    """A copy of a monolithic or hydra ``model:`` config with ``block_key`` set to ``num_blocks``."""
-    config = copy.deepcopy(dict(model_config))
-    target = config["backbone"] if config.get("name") == "hydra" else config
-    target[block_key] = num_blocks
-    return config
+def core_section(model_config: Mapping) -> dict:
+    """The section of a ``model:`` config that holds the blocks: the config itself, or a hydra
+    model's backbone (the same object, not a copy)."""
+    return model_config["backbone"] if model_config.get("name") == "hydra" else model_config
+
+
+def signature_defaults(cls: type) -> dict:
+    """The keyword defaults of ``cls.__init__``."""
+    parameters = inspect.signature(cls.__init__).parameters
+    return {k: p.default for k, p in parameters.items() if p.default is not inspect.Parameter.empty}
 
 
 @contextlib.contextmanager

@@ -11,10 +11,7 @@ norm's output that both heads read); there are no edge features.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-
-from fairchem_prune.architectures.base import Architecture, BlockPattern, capture_outputs, core_of
+from fairchem_prune.architectures.base import Architecture, BlockPattern, core_of, signature_defaults
 
 
 class EquiformerV2(Architecture):
@@ -42,6 +39,7 @@ class EquiformerV2(Architecture):
         "use_gate_act", "use_grid_mlp", "use_sep_s2_act", "load_energy_lin_ref",
     )
     block_patterns = (BlockPattern.of("blocks"),)
+    readout_input = "norm"  # the final norm: its output (|V|, sum (lmax+1)^2, sphere_channels) feeds both heads
     distill_config = "s2ef/eqv2_distill_base.yml"
     demo_finetune_config = "finetune/demo_ethanol_eqv2_base.yml"
     parameter_rules = (
@@ -52,28 +50,16 @@ class EquiformerV2(Architecture):
     def defaults(self) -> dict:
         from fairchem.core.models.equiformer_v2.equiformer_v2 import EquiformerV2Backbone
 
-        init = inspect.signature(EquiformerV2Backbone.__init__).parameters
-        defaults = {k: p.default for k, p in init.items() if p.default is not inspect.Parameter.empty}
-        return {**defaults, "lmax_list": [6], "mmax_list": [2]}  # None in the signature, set in the body
+        # the backbone's signature; lmax_list / mmax_list are None there and set in the body
+        return {**signature_defaults(EquiformerV2Backbone), "lmax_list": [6], "mmax_list": [2]}
 
     def forces_are_gradients(self, model) -> bool:
         return False  # EquiformerV2's forces are always direct
 
-    @contextlib.contextmanager
-    def capture_block_outputs(self, model):
-        """Each block's output embedding, (|V|, sum (lmax+1)^2, sphere_channels): spherical-harmonic
-        coefficients, the l = 0 column invariant. The last is before the final norm."""
-        core = core_of(model)
-        with capture_outputs(core, list(core.blocks), lambda output: output.embedding) as outputs:
-            yield outputs
-
-    @contextlib.contextmanager
-    def distillation_features(self, model):
-        """The final node embedding (the norm's output), one tensor (|V|, sum (lmax+1)^2,
-        sphere_channels); no edge features."""
-        core = core_of(model)
-        with capture_outputs(core, [core.norm]) as node:
-            yield node, []
+    def block_output(self, output):
+        """A block's SO3_Embedding -> its coefficients, (|V|, sum (lmax+1)^2, sphere_channels): the
+        l = 0 column invariant. The last block's is before the final norm."""
+        return output.embedding
 
     def feature_widths(self, model) -> dict:
         core = core_of(model)

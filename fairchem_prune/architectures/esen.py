@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 
-from fairchem_prune.architectures.base import Architecture, BlockPattern, capture_outputs, core_of
+from fairchem_prune.architectures.base import Architecture, BlockPattern, core_of
 
 #: heads whose forces (and stress) are gradients of their energy
 _GRADIENT_HEADS = ("MLP_EFS_Head",)
@@ -54,6 +54,7 @@ class ESEN(Architecture):
         "use_envelope",
     )
     block_patterns = (BlockPattern.of("blocks"),)
+    readout_input = "norm"  # the final norm: its output (|V|, (lmax+1)^2, sphere_channels) feeds every head
     parameter_rules = (
         (r"sphere_embedding\.", "embedding"),
         (r"(source_embedding|target_embedding|edge_degree_embedding|norm|energy_block|linear)\.", "shared"),
@@ -90,22 +91,6 @@ class ESEN(Architecture):
     def _heads(model) -> list:
         heads = getattr(getattr(model, "module", model), "output_heads", None)
         return list(heads.values()) if heads is not None else []
-
-    @contextlib.contextmanager
-    def capture_block_outputs(self, model):
-        """Each block's output node features, (|V|, (lmax+1)^2, sphere_channels): spherical-harmonic
-        coefficients, the l = 0 column invariant. The last is before the final norm."""
-        core = core_of(model)
-        with capture_outputs(core, list(core.blocks)) as outputs:
-            yield outputs
-
-    @contextlib.contextmanager
-    def distillation_features(self, model):
-        """The final node embedding (the norm's output that the heads read), one tensor
-        (|V|, (lmax+1)^2, sphere_channels); no edge features."""
-        core = core_of(model)
-        with capture_outputs(core, [core.norm]) as node:
-            yield node, []
 
     def feature_widths(self, model) -> dict:
         core = core_of(model)

@@ -20,7 +20,7 @@ import contextlib
 
 from torch import nn
 
-from fairchem_prune.architectures.base import Architecture, BlockPattern, capture_outputs, core_of, module_blocks
+from fairchem_prune.architectures.base import Architecture, BlockPattern, core_of, module_blocks
 
 #: the constructor defaults that PaiNN replaces in its body (None in its signature)
 _BODY_DEFAULTS = dict(rbf={"name": "gaussian"}, envelope={"name": "polynomial", "exponent": 5})
@@ -66,15 +66,9 @@ class PaiNN(Architecture):
         return {**super().defaults(), **_BODY_DEFAULTS}
 
     def blocks(self, core: nn.Module) -> list[list[nn.Module]]:
-        """Block i: [message_layers[i], update_layers[i], upd_out_scalar_scale_i]."""
+        """Block i: [message_layers[i], update_layers[i], upd_out_scalar_scale_i]; the last one's
+        output is the block's scalar output x_k, (|V|, hidden_channels), that relevance scores."""
         return [parts + [scale] for parts, scale in zip(module_blocks(core, *self.block_lists), scale_factors(core))]
-
-    @contextlib.contextmanager
-    def capture_block_outputs(self, model):
-        """Each block's scalar output x_k (after its scale factor), (|V|, hidden_channels)."""
-        core = core_of(model)
-        with capture_outputs(core, scale_factors(core)) as outputs:
-            yield outputs
 
     @contextlib.contextmanager
     def distillation_features(self, model):

@@ -31,8 +31,9 @@ def export_teacher(checkpoint: Path, target: Path, info: dict) -> dict:
 
     source = load_source(checkpoint)
     if source.is_hydra:
-        raise PruneError(f"teacher {checkpoint} is a hydra model; the demo takes a monolithic checkpoint "
-                         f"({source.architecture.accepted().split(', hydra')[0]})")
+        names = source.architecture.monolithic_names()
+        accepted = ", ".join(names) if names else f"{source.architecture.label} has no monolithic model"
+        raise PruneError(f"teacher {checkpoint} is a hydra model; the demo takes a monolithic checkpoint ({accepted})")
     report = slice_checkpoint(checkpoint, target, num_blocks_kept=source.num_blocks, force=True)
     record = {**info, "architecture": source.architecture.name, "blocks": source.num_blocks,
               "parameters": report.params_after, "used_ema": source.used_ema}

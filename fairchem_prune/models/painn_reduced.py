@@ -21,22 +21,8 @@ from fairchem_prune.architectures.painn import ADAPTER
 from fairchem_prune.models.reduction import BlockReduction
 
 
-class _ScalesFromSource(BlockReduction):
-    """:class:`BlockReduction` whose scale factors come from the source checkpoint, never from a
-    ``scale_file`` (a fitted factor would also reject the checkpoint's value on loading)."""
-
-    architecture = ADAPTER
-
-    def __init__(self, pretrained_checkpoint: str | None = None, **kwargs) -> None:
-        if pretrained_checkpoint is not None:
-            kwargs.pop("scale_file", None)
-        super().__init__(pretrained_checkpoint=pretrained_checkpoint, **kwargs)
-        # self-contained: the factors are in the state dict, a rebuilt model must not refit them
-        self.resolved_config.pop("scale_file", None)
-
-
 @registry.register_model("painn_reduced")
-class PaiNNReduced(_ScalesFromSource, PaiNN):
+class PaiNNReduced(BlockReduction, PaiNN):
     """PaiNN (fairchem's monolithic ``painn``) keeping a chosen, ordered subset of the message-passing
     blocks of a source model.
 
@@ -65,11 +51,12 @@ class PaiNNReduced(_ScalesFromSource, PaiNN):
             rebuild this architecture with ``num_layers=b'``.
     """
 
+    architecture = ADAPTER
     _stock = PaiNN
 
 
 @registry.register_model("painn_reduced_backbone")
-class PaiNNReducedBackbone(_ScalesFromSource, PaiNNBackbone):
+class PaiNNReducedBackbone(BlockReduction, PaiNNBackbone):
     """Hydra backbone variant of :class:`PaiNNReduced` (same arguments).
 
     Pairs with fairchem's ``painn_energy_head`` / ``painn_force_head``. The backbone's
@@ -78,4 +65,5 @@ class PaiNNReducedBackbone(_ScalesFromSource, PaiNNBackbone):
     and use fairchem's ``finetune_config: {starting_checkpoint: SLICED}``.
     """
 
+    architecture = ADAPTER
     _stock = PaiNNBackbone

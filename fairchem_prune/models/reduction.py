@@ -60,7 +60,8 @@ class BlockReduction:
             accepted = inspect.signature(self._stock.__init__).parameters
             # a hydra backbone's config may hold arguments the monolithic class lacks, and vice versa
             source_config = {k: v for k, v in source_config.items() if k in accepted and k != key}
-            kwargs = {**source_config, **kwargs}
+            # what the adapter's source_overrides replace (e.g. fitted scale factors) comes with the weights
+            kwargs = {**source_config, **kwargs, **self.architecture.source_overrides}
             num_blocks, source_blocks = source.num_blocks, source.source_blocks
         elif num_blocks is None:
             raise PruneError(f"{name} needs {key} (source blocks) or a pretrained_checkpoint")
@@ -69,7 +70,9 @@ class BlockReduction:
                                         self.architecture.block_kind)
         super().__init__(**{key: len(kept)}, **kwargs)
         self.kept_blocks, self.source_blocks = kept, origin
-        self.resolved_config = {**copy.deepcopy(kwargs), key: len(kept), "source_blocks": self.source_blocks}
+        # self-contained: what the source overrides replace is in the state dict
+        own = {k: v for k, v in kwargs.items() if k not in self.architecture.source_overrides}
+        self.resolved_config = {**copy.deepcopy(own), key: len(kept), "source_blocks": self.source_blocks}
         if source is not None:
             self._load_pretrained(source, kept)
 

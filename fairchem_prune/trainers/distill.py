@@ -312,10 +312,7 @@ class DistillTrainer(OCPTrainer):
     def _ordinary_config(self) -> dict:
         config = copy.deepcopy(self.config)
         core = architectures.core_of(self._unwrapped_model)
-        if config["model"].get("name") == "hydra":
-            config["model"]["backbone"] = {"model": self._architecture.reduced_backbone, **core.resolved_config}
-        else:
-            config["model"] = {"name": self._architecture.reduced_model, **core.resolved_config}
+        config["model"] = self._architecture.with_core(config["model"], core.resolved_config)
         config["task"].pop("distill", None)
         return config
 

@@ -15,9 +15,7 @@ class TestGemNetOC(ConformanceTests):
     """The tiny 5-block monolithic ``gemnet_oc`` (every interaction type, direct forces)."""
 
     architecture = ADAPTER
-    properties = ("energy", "forces")
     contradiction = ("emb_size_atom", 32)
-    equivariance_tolerance = 1e-4
     distill_overrides = ["--model.num_blocks_kept=5"]
 
     def stock_config(self):
@@ -34,9 +32,7 @@ class TestGemNetOCHydra(ConformanceTests):
     """The same model as a hydra ``gemnet_oc_backbone`` with the energy and direct-force heads."""
 
     architecture = ADAPTER
-    properties = ("energy", "forces")
     contradiction = ("emb_size_edge", 32)
-    equivariance_tolerance = 1e-4
     distill_overrides = ["--model.backbone.num_blocks_kept=5"]
 
     def stock_config(self):

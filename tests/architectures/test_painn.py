@@ -40,7 +40,6 @@ class TestPaiNN(ConformanceTests):
     """The tiny 4-block monolithic ``painn`` with direct forces."""
 
     architecture = ADAPTER
-    properties = ("energy", "forces")
     contradiction = ("hidden_channels", 32)
     equivariance_tolerance = 5e-5  # measured: <= 6.2e-6 (10 rotations, molecule and slab; float32 round-off)
     distill_overrides = ["--model.num_blocks_kept=4"]
