@@ -57,6 +57,7 @@ def write_ablation_configs(config: str | Path, pretrained: str | Path, out: str 
     if found != reduced:
         raise PruneError(f"fine-tuning config {config} trains {found!r} but the {architecture.label} checkpoint "
                          f"{pretrained} needs {reduced}; give a fine-tuning config of that model")
+    form = {"name": "hydra"} if source.is_hydra else {}
     folder = out / "configs"
     folder.mkdir(parents=True, exist_ok=True)
     runs = []
@@ -69,8 +70,7 @@ def write_ablation_configs(config: str | Path, pretrained: str | Path, out: str 
         if run.config.exists() and not force:
             raise PruneError(f"{run.config} already exists; use another --out or pass --force")
         section = {"pretrained_checkpoint": str(pretrained.resolve()), "num_blocks_kept": None, "kept_blocks": run.kept_blocks}
-        body = {"includes": [str(config.resolve())],
-                "model": {"backbone": {"model": reduced, **section}} if source.is_hydra else {"name": reduced, **section}}
+        body = {"includes": [str(config.resolve())], "model": architecture.with_core(form, section)}
         header = f"# Ablation: {config.name} with block {k} ({run.removed}) of {pretrained.name} removed.\n"
         run.config.write_text(header + yaml.safe_dump(body, sort_keys=False))
         load_config(str(run.config))  # fairchem's own loader must accept it

@@ -173,13 +173,16 @@ def plot_relevance(result: dict, path: str | Path, branch: str = "combined") -> 
     width = 0.8 / max(len(datasets), 1)
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(blocks), 3.6))
     x = np.arange(len(blocks))
+    top = 0.0
     for i, (name, entry) in enumerate(datasets.items()):
         scores = [s if s is not None else 0.0 for s in entry[branch]]
+        top = max(top, *scores)
         ax.bar(x + (i - (len(datasets) - 1) / 2) * width, scores, width, label=f"{name} (n={entry['num_samples']})")
     ax.set_xticks(x, [f"${b.replace('_', '_{')}}}$" for b in blocks])
     ax.set_ylabel(f"relevance ({branch})")
     ax.set_title("GradCAM block relevance")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 1.3 * top if top > 0 else 1)  # headroom for the legend above the bars
+    ax.legend(fontsize=8, loc="upper right", ncol=min(2, len(datasets)))
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)

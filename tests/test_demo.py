@@ -1,14 +1,17 @@
 """The README's main command in quick mode: every stage runs on the tiny configuration and writes its
 artefacts, the numbers in them are what an independent computation gives, and a second run skips
-every finished stage."""
+every finished stage; the same pipeline with a hydra eSEN teacher given by ``--teacher``."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from fairchem_prune.demo import run_demo
+
+REPO = Path(__file__).parents[1]
 
 REWRITTEN = ("report.md", "demo.json")
 ARTEFACTS = ("report.md", "relevance.png", "relevance.json", "reduction.json", "finetune.json", "finetune.png",
@@ -17,14 +20,21 @@ ARTEFACTS = ("report.md", "relevance.png", "relevance.json", "reduction.json", "
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
+def cache(tmp_path_factory):
+    """The demo data cache, shared by the module's demo runs."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FAIRCHEM_PRUNE_CACHE", str(out / "cache"))
-        result = run_demo(out=out / "run", quick=True)
-        files = [p for p in (out / "run").rglob("*") if p.is_file() and p.name not in REWRITTEN]
-        stamps = {p: p.stat().st_mtime_ns for p in files}
-        again = run_demo(out=out / "run", quick=True)
+        folder = tmp_path_factory.mktemp("cache")
+        patch.setenv("FAIRCHEM_PRUNE_CACHE", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, cache):
+    out = tmp_path_factory.mktemp("demo")
+    result = run_demo(out=out / "run", quick=True)
+    files = [p for p in (out / "run").rglob("*") if p.is_file() and p.name not in REWRITTEN]
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    again = run_demo(out=out / "run", quick=True)
     return out / "run", result, again, stamps
 
 
@@ -59,29 +69,34 @@ def test_relevance_is_normalised_per_source(demo):
         assert sum(entry["combined"]) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_table1_numbers_match_an_independent_evaluation(demo):
+def test_table1_numbers_match_an_independent_evaluation(demo, cache):
     """Force MAE of the teacher and of the 1-block BR model on the slab source, recomputed through
     ASE (OCPCalculator on each structure, free atoms only), equals the demo's number."""
-    from fairchem.core.common.relaxation.ase_utils import OCPCalculator
-    from fairchem.core.datasets import LmdbDataset
-
     out, result, *_ = demo
     reduction = result["reduction"]
     assert reduction["counts"] == [2, 1]
     params = reduction["params"]
     assert params["teacher"] > params["br_2b"] > params["br_1b"]
-    cache = out.parent / "cache" / "demo_data" / "quick-seed0" / "pretrain" / "val" / "emt_slabs.lmdb"
-    dataset = LmdbDataset({"src": str(cache)})
     for name in ("teacher", "br_1b"):
-        calc = OCPCalculator(checkpoint_path=reduction["checkpoints"][name], cpu=True, seed=0)
-        errors = []
-        for data in dataset:
-            atoms = data_to_atoms(data)
-            atoms.calc = calc
-            free = data.fixed.numpy() == 0
-            errors.append(np.abs(atoms.get_forces()[free] - data.forces.numpy()[free]).ravel())
-        expected = float(np.concatenate(errors).mean())
+        expected = slab_forces_mae(reduction["checkpoints"][name], cache)
         assert reduction["metrics"][name]["emt_slabs"]["forces_mae"] == pytest.approx(expected, rel=1e-4), name
+
+
+def slab_forces_mae(checkpoint: str, cache) -> float:
+    """Force MAE (free atoms) of ``checkpoint`` on the quick demo's validation slabs, through ASE
+    (OCPCalculator on each structure)."""
+    from fairchem.core.common.relaxation.ase_utils import OCPCalculator
+    from fairchem.core.datasets import LmdbDataset
+
+    dataset = LmdbDataset({"src": str(cache / "demo_data" / "quick-seed0" / "pretrain" / "val" / "emt_slabs.lmdb")})
+    calc = OCPCalculator(checkpoint_path=checkpoint, cpu=True, seed=0)
+    errors = []
+    for data in dataset:
+        atoms = data_to_atoms(data)
+        atoms.calc = calc
+        free = data.fixed.numpy() == 0
+        errors.append(np.abs(atoms.get_forces()[free] - data.forces.numpy()[free]).ravel())
+    return float(np.concatenate(errors).mean())
 
 
 def data_to_atoms(data):
@@ -123,3 +138,65 @@ def test_a_run_with_other_settings_is_refused(demo):
     with pytest.raises(PruneError, match="holds a demo run with other settings .*quick: True"):
         run_demo(out=out, quick=False)
     assert (out / "report.md").read_text() == report and json.loads((out / "demo.json").read_text())["quick"] is True
+
+
+# ---------------------------------------------------------------------------- a hydra eSEN teacher
+@pytest.fixture(scope="module")
+def esen_demo(tmp_path_factory, cache):
+    """The quick demo with ``--teacher``: the tiny 4-block eSEN (configs/models/esen_tiny.yml, stress
+    head on, as eSEN-30M-OAM) with perturbed weights, saved as fairchem saves a hydra checkpoint."""
+    import yaml
+    from conftest import build_perturbed, write_checkpoint
+
+    from fairchem_prune.architectures import by_name
+
+    by_name("esen_backbone").register_stock()
+    out = tmp_path_factory.mktemp("esen_demo")
+    config = yaml.safe_load((REPO / "configs" / "models" / "esen_tiny.yml").read_text())["model"]
+    write_checkpoint(out / "esen.pt", build_perturbed(config, seed=0), config)
+    return out / "run", out / "esen.pt", run_demo(out=out / "run", quick=True, teacher=out / "esen.pt")
+
+
+def test_esen_teacher_runs_every_stage(esen_demo, cache):
+    """Every stage runs for a hydra teacher: relevance over its 4 blocks, BR and BR+KD students at 3 and 2
+    blocks scored as an independent evaluation scores them, the benchmark at 4 / 3 / 2 blocks, and a
+    report naming only the distillation terms eSEN has (no edge features, no readout layer to slice)."""
+    out, _, result = esen_demo
+    record = json.loads((out / "teacher.json").read_text())
+    assert (record["architecture"], record["blocks"], record["parameters"]) == ("esen_backbone", 4, 28_209)
+    relevance = json.loads((out / "relevance.json").read_text())
+    assert relevance["blocks"] == ["b_0", "b_1", "b_2", "b_3"]
+    for entry in relevance["datasets"].values():
+        assert sum(entry["combined"]) == pytest.approx(1.0, abs=1e-6)
+    reduction = result["reduction"]
+    assert reduction["counts"] == [3, 2]
+    assert reduction["params"] == {"teacher": 28_209, "br_3b": 21_889, "br_2b": 15_569}
+    for name in ("teacher", "br_2b", "kd_2b"):
+        expected = slab_forces_mae(reduction["checkpoints"][name], cache)
+        assert reduction["metrics"][name]["emt_slabs"]["forces_mae"] == pytest.approx(expected, rel=1e-4), name
+    assert [r["blocks"] for r in result["benchmark"]["rows"]] == [4, 3, 2]
+    report = (out / "report.md").read_text()
+    assert "(forces + node-to-node L1, " in report and "edge-to-edge" not in report and "sliced" not in report
+
+
+def test_esen_finetuning_starts_from_the_reduced_backbones(esen_demo):
+    """No BR/RandomMLP run (eSEN has no readout layer to re-initialise); the BR and BR+KD runs fine-tune
+    hydra models whose reduced backbone holds the teacher's (or the student's) kept blocks, so a few
+    steps later their blocks are still within 1e-3 of the teacher's, while the scratch model's are not."""
+    import torch
+
+    out, teacher, result = esen_demo
+    rows = result["finetune"]["rows"]
+    assert {(r["init"], r["blocks"]) for r in rows} == {
+        ("BR", 4), ("BR", 3), ("BR", 2), ("BR+KD", 3), ("BR+KD", 2), ("scratch", 2)}
+    reference = torch.load(teacher, map_location="cpu", weights_only=False)["state_dict"]
+    key = "backbone.blocks.1.edge_wise.so2_conv_1.fc_m0.weight"
+    for row in rows:
+        checkpoint = torch.load(out / "finetune" / "runs" / "checkpoints" / row["name"] / "best_checkpoint.pt",
+                                map_location="cpu", weights_only=False)
+        backbone = checkpoint["config"]["model"]["backbone"]
+        assert (backbone["model"], backbone["num_blocks_kept"]) == ("esen_reduced_backbone", row["blocks"])
+        weight = checkpoint["state_dict"][f"module.{key}"]
+        distance = float((weight - reference[key]).norm() / reference[key].norm())
+        assert (distance < 1e-3) == (row["init"] != "scratch"), (row["name"], distance)
+        assert 0 < row["test"]["forces_mae"] < 5

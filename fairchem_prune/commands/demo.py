@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fairchem_prune.architectures import all_architectures
 
     labels = ", ".join(a.label for a in all_architectures())
-    parser.add_argument("--teacher", help=f"pre-trained monolithic checkpoint to reduce ({labels}; default: the "
+    parser.add_argument("--teacher", help=f"pre-trained checkpoint to reduce, monolithic or hydra ({labels}; default: the "
                         "teacher shipped for the default demo data, else one trained on the mix)")
     parser.add_argument("--train-teacher", action="store_true", help="pre-train the teacher on the mix even when one is shipped")
     parser.add_argument("--quick", action="store_true", help="tiny data, teacher and budgets: checks the pipeline in about a minute")

@@ -7,7 +7,7 @@ interrupted training runs resume from fairchem's own ``checkpoint.pt``):
 1. ``data``       the demo mix (cached in ``~/.cache/fairchem-prune/demo_data/``) and the ethanol task
                   -> ``data/ethanol/{train,val,test}/``
 2. ``teacher``    the 6-block model pre-trained on the mix (``configs/s2ef/demo_mix_teacher_6b.yml``):
-                  shipped, ``--teacher`` (any monolithic checkpoint of an architecture fairchem-prune knows),
+                  shipped, ``--teacher`` (any checkpoint of an architecture fairchem-prune knows, monolithic or hydra),
                   or trained
                   -> ``teacher.pt``, ``teacher.json``
 3. ``relevance``  GradCAM block relevance per source -> ``relevance.json``, ``relevance.png``
@@ -202,12 +202,10 @@ def _benchmark(out: Path, teacher: Path, record: dict, counts: list[int], mix, s
     import yaml
 
     from fairchem_prune.benchmark import run_benchmark
-    from fairchem_prune.demo.teacher import teacher_architecture
+    from fairchem_prune.demo.teacher import teacher_model_config
 
     config = out / "benchmark_model.yml"
-    name, architecture = teacher_architecture(teacher)
-    config.write_text(yaml.safe_dump({"model": {**architecture, "name": name}},
-                                     sort_keys=False))
+    config.write_text(yaml.safe_dump({"model": teacher_model_config(teacher)}, sort_keys=False))
     return run_benchmark(config, mix.val_sources()["emt_slabs"], blocks=[record["blocks"], *counts], device=device,
                          repeats=settings.bench_repeats, finetune_repeats=max(1, settings.bench_repeats // 2),
                          forces="config", threads=1 if device == "cpu" else None)
@@ -216,13 +214,14 @@ def _benchmark(out: Path, teacher: Path, record: dict, counts: list[int], mix, s
 def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench, checks, tuned) -> list[tuple[str, str]]:
     from fairchem_prune.architectures import by_name
 
+    architecture = by_name(record["architecture"])
     counts = mix.manifest["counts"]
     setup = (
         f"- Demo data: `{mix.root}` ({', '.join(f'{k}: {v}' for k, v in counts.items())}); energies in eV, "
         f"forces in eV/Å.\n"
         f"- Teacher: {record['origin']}; {record['architecture']} with {record['blocks']} blocks, "
         f"{record['parameters']:,} parameters.\n"
-        f"- Distillation: {settings.kd_samples} structures per student (forces + node-to-node + edge-to-edge L1, "
+        f"- Distillation: {settings.kd_samples} structures per student ({_distill_terms(architecture)}, "
         "temperature-balanced sources).\n"
         f"- Fine-tuning: ethanol (rMD17 format, xTB MD at 500 K), {settings.ethanol_sizes[0]} / "
         f"{settings.ethanol_sizes[1]} / {settings.ethanol_sizes[2]} frames train / val / test, {settings.ft_epochs} "
@@ -233,10 +232,12 @@ def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench,
     return [
         ("Set-up", setup),
         ("Block relevance (Fig. 2)", "![relevance](relevance.png)\n\nCombined GradCAM relevance on each source's "
-         "validation split, per scored feature (" + by_name(record["architecture"]).relevance_legend + ")"
+         "validation split, per scored feature (" + architecture.relevance_legend + ")"
          + ":\n\n" + table_rel),
         ("Block reduction and distillation (Table 1)", "Validation force MAE in meV/Å; the gap to the teacher in "
-         "parentheses. BR: first k blocks, sliced FinalMLP, no training. BR+KD: after distillation.\n\n" + table1),
+         "parentheses. BR: the teacher's first k blocks"
+         + (", sliced readout layer" if len(architecture.mlp_init_choices) > 1 else "")
+         + ", no training. BR+KD: after distillation.\n\n" + table1),
         ("Fine-tuning (Fig. 3, Fig. 4)", "![finetune](finetune.png)\n\n![curves](finetune_curves.png)\n\nTest MAE of "
          "the best validation checkpoint; train s = training wall time, validations included, start-up excluded.\n\n" + table_ft),
         ("Efficiency (Table 2)", f"`tools/benchmark.py` on the teacher's architecture ({bench['settings']['samples']} "
@@ -246,3 +247,15 @@ def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench,
         ("Findings", "\n".join(f"- {line}" for line in checks)),
     ]
 
+
+
+def _distill_terms(architecture) -> str:
+    """The L1 terms of the architecture's distillation config, e.g. "forces + node-to-node L1"."""
+    from fairchem.core.common.utils import load_config
+
+    from fairchem_prune.trainers.distill import DistillSettings
+
+    settings = DistillSettings.from_task(load_config(str(REPO / "configs" / architecture.distill_config))[0]["task"])
+    names = {"force_weight": "forces", "energy_weight": "energy", "n2n_weight": "node-to-node",
+             "e2e_weight": "edge-to-edge", "gt_weight": "ground truth"}
+    return " + ".join(name for key, name in names.items() if getattr(settings, key)) + " L1"

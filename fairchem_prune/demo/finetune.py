@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from fairchem.core.common.utils import load_config
 
 from fairchem_prune.architectures import by_name
 from fairchem_prune.fairchem_runs import FairchemRun
@@ -35,18 +36,25 @@ def _has_random_mlp(record: dict) -> bool:
     return "random" in by_name(record["architecture"]).mlp_init_choices
 
 
-def _model_section(init: str, k: int, teacher: Path, record: dict, kd: dict[int, Path]) -> dict:
-    from fairchem_prune.demo.teacher import teacher_architecture
+def _model_section(init: str, k: int, teacher: Path, record: dict, kd: dict[int, Path], base: dict) -> dict:
+    """The run's ``model:`` overrides of the fine-tuning config ``base`` (its merged ``model:``): the
+    reduced model (hydra teacher: a hydra model with the reduced backbone, heads from ``base``) keeping
+    k blocks from the teacher (BR, BR/RandomMLP) or the distilled student (BR+KD), or built fresh with
+    the teacher's architecture (scratch; ``base``'s task settings, e.g. ``use_pbc``, win)."""
+    from fairchem_prune.architectures import core_section
+    from fairchem_prune.demo.teacher import teacher_core
 
-    name, architecture = teacher_architecture(teacher)
     if init == "BR+KD":
-        return {"name": name, "pretrained_checkpoint": str(kd[k].resolve()), "num_blocks_kept": k}
-    if init == "scratch":
-        return {**architecture, "name": name, "pretrained_checkpoint": None, "num_blocks_kept": k}
-    section = {"name": name, "pretrained_checkpoint": str(teacher.resolve()), "num_blocks_kept": k}
-    if _has_random_mlp(record):
-        section["mlp_init"] = "random" if init == "BR/RandomMLP" else "sliced"
-    return section
+        core = {"pretrained_checkpoint": str(kd[k].resolve()), "num_blocks_kept": k}
+    elif init == "scratch":
+        task = core_section(base)
+        core = {**{key: v for key, v in teacher_core(teacher).items() if key not in task},
+                "pretrained_checkpoint": None, "num_blocks_kept": k}
+    else:
+        core = {"pretrained_checkpoint": str(teacher.resolve()), "num_blocks_kept": k}
+        if _has_random_mlp(record):
+            core["mlp_init"] = "random" if init == "BR/RandomMLP" else "sliced"
+    return by_name(record["architecture"]).with_core({"name": base.get("name")}, core)
 
 
 def finetune_runs(teacher: Path, record: dict, counts: list[int], kd: dict[int, Path], scratch: list[int],
@@ -65,15 +73,17 @@ def finetune_runs(teacher: Path, record: dict, counts: list[int], kd: dict[int, 
     if record["blocks"] > len(multipliers["blocks"]):  # JMP-L's 6 multipliers, the last one repeated
         extra = record["blocks"] - len(multipliers["blocks"])
         optim["layerwise_lr"] = {**multipliers, "blocks": multipliers["blocks"] + multipliers["blocks"][-1:] * extra}
+    base = CONFIGS / by_name(record["architecture"]).demo_finetune_config
+    base_model = load_config(str(base))[0]["model"]
     runs = []
     for init, k in sorted(plan, key=lambda item: -item[1]):
         name = f"{init.lower().replace('/', '_').replace('+', '_')}_{k}b"
         config = folder / f"{name}.yml"
         if not config.exists():
             config.write_text(yaml.safe_dump({
-                "includes": [str(CONFIGS / by_name(record["architecture"]).demo_finetune_config)],
+                "includes": [str(base)],
                 "dataset": {split: {"src": str((ethanol / split).resolve())} for split in ("train", "val")},
-                "model": _model_section(init, k, teacher, record, kd),
+                "model": _model_section(init, k, teacher, record, kd, base_model),
                 "optim": optim,
             }, sort_keys=False))
         runs.append(FinetuneRun(init, k, FairchemRun(name, config, folder / "runs", logs / f"{name}.log")))

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import yaml
+from fairchem.core.common.utils import load_config
 
 from fairchem_prune.architectures import by_name
 from fairchem_prune.fairchem_runs import FairchemRun, train_all
@@ -47,15 +48,17 @@ def distillation_runs(teacher: Path, architecture: str, counts: list[int], data,
     """One ``trainer: distill`` run per block count: ``settings.kd_samples`` structures of the mix,
     one validation pass at the end."""
     folder.mkdir(parents=True, exist_ok=True)
+    adapter = by_name(architecture)
+    form = {"name": load_config(str(REPO / "configs" / adapter.distill_config))[0]["model"].get("name")}
     steps = math.ceil(settings.kd_samples / settings.batch_size)
     runs = {}
     for k in counts:
         config = folder / f"kd_{k}b.yml"
         config.write_text(yaml.safe_dump({
-            "includes": [str(REPO / "configs" / by_name(architecture).distill_config)],
+            "includes": [str(REPO / "configs" / adapter.distill_config)],
             "dataset": {"train": {"src": str(data.train.resolve())}, "val": {"src": str(data.val.resolve())}},
             "task": {"distill": {"teacher_checkpoint": str(teacher.resolve()), "max_samples": settings.kd_samples}},
-            "model": {"num_blocks_kept": k},
+            "model": adapter.with_core(form, {"num_blocks_kept": k}),
             "optim": {"batch_size": settings.batch_size, "T_max": steps, "eval_every": steps,
                       "print_every": max(1, steps // 10)},
         }, sort_keys=False))

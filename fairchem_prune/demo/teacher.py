@@ -30,10 +30,6 @@ def export_teacher(checkpoint: Path, target: Path, info: dict) -> dict:
     from fairchem_prune.slicing import slice_checkpoint
 
     source = load_source(checkpoint)
-    if source.is_hydra:
-        names = source.architecture.monolithic_names()
-        accepted = ", ".join(names) if names else f"{source.architecture.label} has no monolithic model"
-        raise PruneError(f"teacher {checkpoint} is a hydra model; the demo takes a monolithic checkpoint ({accepted})")
     report = slice_checkpoint(checkpoint, target, num_blocks_kept=source.num_blocks, force=True)
     record = {**info, "architecture": source.architecture.name, "blocks": source.num_blocks,
               "parameters": report.params_after, "used_ema": source.used_ema}
@@ -41,13 +37,27 @@ def export_teacher(checkpoint: Path, target: Path, info: dict) -> dict:
     return record
 
 
-def teacher_architecture(teacher: Path) -> tuple[str, dict]:
-    """(reduced model name, architecture kwargs with the teacher's block count) of an exported
-    teacher, read from its self-contained config without building the model."""
+def teacher_core(teacher: Path) -> dict:
+    """The block-holding section (:func:`~fairchem_prune.architectures.core_section`: the model
+    config, or a hydra model's backbone) of an exported teacher's self-contained config, its
+    architecture kwargs and block count, without its name and block origin; read without building
+    the model."""
+    from fairchem_prune.architectures import core_section
     from fairchem_prune.checkpoints import checkpoint_model_config, read_checkpoint
 
+    core = core_section(checkpoint_model_config(read_checkpoint(teacher), teacher))
+    return {k: v for k, v in core.items() if k not in ("name", "model", "source_blocks")}
+
+
+def teacher_model_config(teacher: Path) -> dict:
+    """An exported teacher's ``model:`` config without the block origin (hydra: heads included): its
+    architecture, to build anew (the benchmark)."""
+    from fairchem_prune.architectures import by_name
+    from fairchem_prune.checkpoints import checkpoint_model_config, read_checkpoint
+
+    record = json.loads(teacher.with_suffix(".json").read_text())
     config = checkpoint_model_config(read_checkpoint(teacher), teacher)
-    return config["name"], {k: v for k, v in config.items() if k not in ("name", "source_blocks")}
+    return by_name(record["architecture"]).with_core(config, teacher_core(teacher))
 
 
 def _shipped_matches(manifest: dict) -> bool:

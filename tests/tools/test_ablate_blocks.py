@@ -1,5 +1,5 @@
 """tools/ablate_blocks.py: configs fairchem accepts, real 1-step runs, and their summary (GemNet-OC,
-EquiformerV2)."""
+EquiformerV2, and a hydra eSEN)."""
 
 import json
 import subprocess
@@ -101,3 +101,34 @@ def test_equiformer_v2_ablation_removes_each_transformer_block(tmp_path):
     with pytest.raises(PruneError, match="trains 'gemnet_oc_reduced' but the EquiformerV2 checkpoint .* needs "
                                          "equiformer_v2_reduced"):
         write_ablation_configs(FINETUNE, tmp_path / "eqv2.pt", tmp_path / "other")
+
+
+def test_hydra_esen_ablation_trains_each_reduced_backbone(tmp_path, emt_lmdb):
+    """A hydra checkpoint (the tiny eSEN with 3 blocks): each config is a hydra model whose reduced backbone
+    keeps the other two blocks of the checkpoint, heads from the fine-tuning config; the runs train with
+    fairchem and differ."""
+    from fairchem_prune.architectures import by_name
+
+    by_name("esen_backbone").register_stock()
+    config = yaml.safe_load((REPO / "configs" / "models" / "esen_tiny.yml").read_text())["model"]
+    config["backbone"]["num_layers"] = 3
+    write_checkpoint(tmp_path / "esen.pt", build_perturbed(config), config)
+    finetune = REPO / "configs" / "finetune" / "demo_ethanol_esen_base.yml"
+    out = tmp_path / "abl"
+    result = subprocess.run(
+        [sys.executable, str(TOOL), "--config", str(finetune), "--pretrained", str(tmp_path / "esen.pt"), "--out",
+         str(out), "--", "--cpu", "--optim.max_epochs=1", "--optim.batch_size=8", "--optim.eval_every=3",
+         f"--dataset.train.src={emt_lmdb['train']}", f"--dataset.val.src={emt_lmdb['val']}"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    runs = ("remove_b0", "remove_b1", "remove_b2")
+    assert sorted(c.stem for c in (out / "configs").glob("*.yml")) == list(runs)
+    merged, _, errors = load_config(str(out / "configs" / "remove_b1.yml"))
+    backbone = merged["model"]["backbone"]
+    assert not errors and merged["model"]["name"] == "hydra" and merged["model"]["heads"] == {"efs": {"module": "esen_mlp_efs_head"}}
+    assert (backbone["model"], backbone["kept_blocks"], backbone["num_blocks_kept"]) == ("esen_reduced_backbone", [0, 2], None)
+    assert backbone["pretrained_checkpoint"] == str((tmp_path / "esen.pt").resolve())
+    summary = summarize_ablation(out)
+    maes = [r["metrics"]["forces_mae"] for r in summary["runs"]]
+    assert [r["removed"] for r in summary["runs"]] == ["b_0", "b_1", "b_2"] and len(set(maes)) == 3 and all(0 < m < 100 for m in maes)
