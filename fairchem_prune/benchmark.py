@@ -179,14 +179,16 @@ def check_blocks(blocks: Sequence[int], num_blocks: int, kind: str = "interactio
 def load_batches(data: str | Path, batch_size: int, num_batches: int, device: str) -> tuple[list, list[int]]:
     """The first ``batch_size * num_batches`` structures of a fairchem LMDB (file or folder), in order,
     collated into ``num_batches`` batches on ``device``. Returns (batches, atoms per structure)."""
-    from fairchem.core.datasets import LmdbDataset, data_list_collater
+    from fairchem.core.datasets import data_list_collater
+
+    from fairchem_prune.datasets.lmdb_io import open_lmdb_dataset
 
     if data is None:
         raise PruneError("give --data: a fairchem LMDB file or folder with the structures to run on")
     if not Path(data).exists():
         raise PruneError(f"data {data}: no such LMDB file or folder")
     try:
-        dataset = LmdbDataset({"src": str(data)})
+        dataset = open_lmdb_dataset(data)
         needed = batch_size * num_batches
         if len(dataset) < needed:
             raise PruneError(f"data {data} has {len(dataset)} structures; {num_batches} batch(es) of {batch_size} need {needed}")

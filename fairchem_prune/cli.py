@@ -24,6 +24,7 @@ COMMANDS = {
     "relevance": "relevance",
     "ablate": "ablate",
     "benchmark": "benchmark",
+    "distill-cost": "distill_cost",
 }
 
 

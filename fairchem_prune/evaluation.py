@@ -13,13 +13,15 @@ from pathlib import Path
 
 import torch
 from fairchem.core.common.relaxation.ase_utils import OCPCalculator
-from fairchem.core.datasets import LmdbDataset, data_list_collater
+from fairchem.core.datasets import data_list_collater
 from fairchem.core.modules.evaluator import Evaluator
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from fairchem_prune.checkpoints import read_checkpoint
+from fairchem_prune.datasets.lmdb_io import open_lmdb_dataset
 from fairchem_prune.errors import PruneError
+from fairchem_prune.graphs import build_graphs_per_structure
 
 S2EF_METRICS = {"energy": ["mae"], "forces": ["mae", "cosine_similarity"]}
 
@@ -40,7 +42,9 @@ class _UnfittedScaleFactors(logging.Filter):
 
 
 def load_trainer(checkpoint: str | Path, device: str = "cpu"):
-    """fairchem's trainer holding the checkpoint's model, normalizers and element references."""
+    """fairchem's trainer holding the checkpoint's model, normalizers and element references; its model
+    builds each structure's graph on its own (:mod:`fairchem_prune.graphs`), so that a batch mixing
+    molecules and slabs gives what one structure at a time gives, whatever the checkpoint's config says."""
     read_checkpoint(checkpoint)  # clear error for a missing / corrupt file
     previous = logging.root.level
     logging.disable(logging.INFO)  # fairchem logs its whole config at INFO level here
@@ -51,6 +55,7 @@ def load_trainer(checkpoint: str | Path, device: str = "cpu"):
     finally:
         logging.disable(logging.NOTSET)
         logging.root.setLevel(previous)
+    build_graphs_per_structure(calculator.trainer.model)
     return calculator.trainer
 
 
@@ -90,7 +95,7 @@ def _evaluate(trainer, checkpoint: Path, lmdb: str | Path, metrics: dict[str, li
               progress: bool) -> dict[str, float]:
     free_atoms_only = trainer.config["outputs"].get("forces", {}).get("eval_on_free_atoms", False)
     loader = DataLoader(
-        LmdbDataset({"src": str(lmdb)}),
+        open_lmdb_dataset(lmdb),
         batch_size=batch_size,
         shuffle=False,
         collate_fn=lambda items: data_list_collater(items, otf_graph=True),

@@ -135,8 +135,7 @@ def block_relevance(
     data set is smaller). Returns ``{"blocks": [...], "datasets": {name: {"energy", "forces",
     "combined", "raw": {"energy", "forces"}, "num_samples"}}}``.
     """
-    from fairchem.core.datasets import LmdbDataset
-
+    from fairchem_prune.datasets.lmdb_io import open_lmdb_dataset
     from fairchem_prune.evaluation import load_trainer
 
     names = list(names) if names else [Path(d).stem if Path(d).is_file() else Path(d).name for d in datasets]
@@ -152,10 +151,7 @@ def block_relevance(
     trainer = load_trainer(checkpoint, device)
     result = {"blocks": block_names(trainer.model), "datasets": {}}
     for name, path in zip(names, datasets):
-        try:
-            dataset = LmdbDataset({"src": str(path)})
-        except Exception as err:  # lmdb raises its own error types for corrupt files
-            raise PruneError(f"data {path} cannot be read as a fairchem LMDB ({err})") from None
+        dataset = open_lmdb_dataset(path)
         order = np.random.default_rng(seed).permutation(len(dataset))[:num_samples]
         raw = relevance_of_samples(trainer, dataset, order.tolist(), batch_size, progress, desc=f"relevance {name}")
         result["datasets"][name] = {**scores_from_raw(raw), "num_samples": len(order)}

@@ -155,6 +155,21 @@ def test_tool_rejects_bad_input_with_one_line(setup, tmp_path):
     assert result.stderr.strip().splitlines()[-1] == f"error: data {tmp_path / 'missing'}: no such LMDB file or folder"
 
 
+def test_a_corrupt_lmdb_is_one_line_and_nothing_after_it(setup, tmp_path):
+    """fairchem's LmdbDataset, when its constructor fails, prints a traceback of its own once collected
+    ('LmdbDataset' object has no attribute 'env'); the file is checked before fairchem opens it."""
+    path, _ = setup
+    (tmp_path / "corrupt.lmdb").write_bytes(b"not an lmdb" * 100)
+    result = subprocess.run(
+        [sys.executable, str(TOOL), "--checkpoint", str(path), "--data", str(tmp_path / "corrupt.lmdb")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: data {tmp_path / 'corrupt.lmdb'} cannot be read as a fairchem LMDB (") and "MDB_INVALID" in last
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+
+
 # ---------------------------------------------------------------------------------------------------------
 # EquiformerV2: GradCAM on the transformer blocks' outputs
 

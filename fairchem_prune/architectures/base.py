@@ -187,6 +187,8 @@ class Architecture:
 
     #: what the :meth:`block_names` mean, for figure captions
     relevance_legend: str = "b_k: the output of block k of the original model"
+    #: the module whose output (N_atoms, 1) holds each atom's energy before the sum (None: unknown)
+    atom_energy_module: str | None = None
 
     def removable_block_names(self, source_blocks: Sequence[int]) -> list[str]:
         """The :meth:`block_names` entries that are blocks (ablation removes them one at a time)."""
@@ -270,6 +272,24 @@ class Architecture:
         core = core_of(model)
         with capture_outputs(core, [getattr(core, self.readout_input)]) as node:
             yield node, []
+
+    @contextlib.contextmanager
+    def atom_energies(self, model: nn.Module) -> Iterator[list[torch.Tensor]]:
+        """Record, in each forward pass, each atom's energy contribution before the sum over the
+        structure (per-atom energy distillation): yields a list refilled with one (N_atoms,) tensor by
+        each pass, in the model's (normalised) energy units. The module is the one named by
+        :attr:`atom_energy_module` (a module name, or the end of a dotted one in a hydra head)."""
+        if self.atom_energy_module is None:
+            raise PruneError(f"per-atom energies are not available for {self.label}: its adapter names no "
+                             "per-atom energy module; set task.distill.atom_energy_weight: 0")
+        model = getattr(model, "module", model) if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        found = [m for name, m in model.named_modules()
+                 if name == self.atom_energy_module or name.endswith("." + self.atom_energy_module)]
+        if len(found) != 1:
+            raise PruneError(f"{self.label}: expected one per-atom energy module {self.atom_energy_module!r}, "
+                             f"found {len(found)}")
+        with capture_outputs(model, found, pick=lambda output: output.reshape(-1)) as energies:
+            yield energies
 
     def has_edge_branch(self, model: nn.Module) -> bool:
         """Whether ``model`` has the edge features of :meth:`distillation_features`."""

@@ -48,6 +48,7 @@ class ESEN(Architecture):
         "esen_mlp_energy_head": ("energy_block",),
         "esen_linear_force_head": ("linear",),
     }
+    atom_energy_module = "energy_block"
     shape_keys = (
         "max_num_elements", "sphere_channels", "lmax", "mmax", "grid_resolution", "cutoff", "edge_channels",
         "distance_function", "num_distance_basis", "hidden_channels", "norm_type", "act_type", "mlp_type",

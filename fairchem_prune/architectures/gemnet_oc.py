@@ -175,6 +175,7 @@ class GemNetOC(Architecture):
     distill_config = "s2ef/distill_base.yml"
     demo_finetune_config = "finetune/demo_ethanol_base.yml"
     mlp_init_choices = ("sliced", "random")
+    atom_energy_module = "out_energy"
 
     def defaults(self) -> dict:
         return {**super().defaults(), **_BODY_DEFAULTS}

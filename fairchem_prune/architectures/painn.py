@@ -50,6 +50,7 @@ class PaiNN(Architecture):
     model_module = "fairchem_prune.models.painn_reduced"
     fairchem_modules = ("fairchem.core.models.painn.painn",)
     head_layers = {"painn_energy_head": ("out_energy",), "painn_force_head": ("out_forces",)}
+    atom_energy_module = "out_energy"
     shape_keys = ("hidden_channels", "num_rbf", "rbf", "envelope", "num_elements")
     source_overrides = {"scale_file": None}  # the fitted scale factors are in the state dict
     block_lists = ("message_layers", "update_layers")

@@ -1,4 +1,5 @@
-"""Writing structures into LMDB files that fairchem 1.x's ``lmdb`` dataset (``LmdbDataset``) reads.
+"""Writing structures into LMDB files that fairchem 1.x's ``lmdb`` dataset (``LmdbDataset``) reads, and
+opening them with it.
 
 The layout is fairchem's: one pickled ``torch_geometric.data.Data`` per key ``b"0"``, ``b"1"``, ...
 and the number of entries under ``b"length"``. Graphs come from fairchem's ``AtomsToGraphs``.
@@ -16,6 +17,7 @@ from fairchem.core.preprocessing import AtomsToGraphs
 from torch_geometric.data import Data
 from tqdm import tqdm
 
+from fairchem_prune.errors import PruneError
 from fairchem_prune.files import atomic_path, refuse_existing
 
 #: 1 TiB map: LMDB reserves address space, not disk
@@ -55,3 +57,21 @@ def write_lmdb(path: str | Path, data: Iterable[Data], overwrite: bool = False, 
             env.close()
             lock.unlink(missing_ok=True)
     return count
+
+
+def open_lmdb_dataset(path: str | Path):
+    """fairchem's ``LmdbDataset`` of the LMDB file or folder (every ``*.lmdb`` in it) ``path``. A missing,
+    empty or corrupt one is a one-line PruneError; each file is opened with ``lmdb`` first, because a
+    ``LmdbDataset`` whose constructor failed prints a traceback of its own when it is collected."""
+    from fairchem.core.datasets import LmdbDataset
+
+    path = Path(path)
+    files = sorted(path.glob("*.lmdb")) if path.is_dir() else [path]
+    if not path.exists() or not files:
+        raise PruneError(f"data {path}: no such LMDB file or folder of .lmdb files")
+    for file in files:
+        try:
+            lmdb.open(str(file), subdir=False, readonly=True, lock=False).close()
+        except lmdb.Error as err:
+            raise PruneError(f"data {file} cannot be read as a fairchem LMDB ({err})".splitlines()[0]) from None
+    return LmdbDataset({"src": str(path)})

@@ -12,9 +12,18 @@ so the distillation settings live in ``task.distill``::
         n2n_weight: 1.0       # node-to-node: sum over the readout's node features of L1(h_s, h_t)
         e2e_weight: 1.0       # edge-to-edge: the same on its edge features (architectures that have them)
         gt_weight: 0.0        # the ordinary fairchem loss against the labels (0 = pure distillation)
+        atom_energy_weight: 0.0   # L1 of each atom's energy contribution (the adapter's atom_energy_module)
+        jacobian_weight: 0.0  # L1 of sampled force-Jacobian rows (dF_i/dx, vector-Jacobian products)
+        jacobian_rows: 1      # rows per structure and step (one backward pass each, student and teacher)
         max_samples: null     # budget in structures (one epoch of that many); else optim.max_epochs
         sampling: proportional  # across the .lmdb sources of dataset.train.src: proportional | uniform | temperature
         temperature: 2.0
+        rattle_fraction: 0.0  # share of the structures whose free atoms get N(0, rattle_sigma^2) noise (Å)
+        rattle_sigma: 0.05
+        md_fraction: 0.0      # share replaced by the last frame of a short MD driven by the teacher's forces
+        md_steps: 5           # velocity-Verlet steps (teacher force evaluations) ...
+        md_timestep: 1.0      # ... of this many fs, from velocities drawn at
+        md_temperature: 300.0 # this temperature (K)
     model:
       name: <the teacher architecture's reduced model>   # hydra teacher: a hydra student, see below
       num_blocks_kept: 4      # pretrained_checkpoint defaults to the teacher (sliced initialisation)
@@ -27,12 +36,18 @@ features, which its heads were not trained to read. Where an architecture has no
 ``e2e_weight`` must be 0.
 
 The loss is  gt_weight * L_gt + force_weight * L_F + energy_weight * L_E + n2n_weight * L_n2n +
-e2e_weight * L_e2e, every L1 a mean over elements across all ranks (fairchem's ``DDPLoss``). Outputs
+e2e_weight * L_e2e + atom_energy_weight * L_Ea + jacobian_weight * L_J, every L1 a mean over elements
+across all ranks (fairchem's ``DDPLoss``). The Jacobian term (:mod:`~fairchem_prune.trainers.jacobian`)
+and the teacher-labelled augmentation (:mod:`~fairchem_prune.trainers.augmentation`, which needs
+gt_weight 0) act in training steps only; their random draws follow the run's seed and step. Outputs
 are compared in the normalised space the teacher was trained in: the student takes the teacher
 checkpoint's normalizers and element references. The teacher is frozen, in eval mode, run on the same
 batch, device and autocast precision (under ``no_grad`` unless its forces are energy gradients), and
 replicated on each rank, never wrapped in DDP. It replays the random draws of the student's pass, so
-that random edge frames (drawn by some architectures in each pass) are the same in both.
+that random edge frames (drawn by some architectures in each pass) are the same in both. It builds its
+graphs as the student does (``use_pbc_single``, whatever its own config says); a batch mixing periodic
+and non-periodic structures is refused unless the student builds each structure's graph on its own
+(:mod:`fairchem_prune.graphs`).
 
 A hydra teacher takes a hydra student (``name: hydra``, ``backbone: {model: <reduced backbone>,
 num_blocks_kept: k}``); its heads default to the teacher's and start from the teacher's weights.
@@ -59,10 +74,15 @@ from fairchem.core.trainers import OCPTrainer
 from fairchem_prune import architectures
 from fairchem_prune.checkpoints import load_source
 from fairchem_prune.errors import PruneError
+from fairchem_prune.graphs import build_graphs_per_structure, builds_graphs_per_structure, check_batch_graphs
 from fairchem_prune.models import check_training_data
+from fairchem_prune.trainers.data_paths import check_data_paths
+from fairchem_prune.trainers.augmentation import rattle, teacher_md
+from fairchem_prune.trainers.jacobian import force_jacobian_rows, sample_rows
 from fairchem_prune.trainers.sampling import SAMPLING_CHOICES, SourceBalancedBatchSampler, source_ids, source_probabilities
 
-WEIGHTS = ("force_weight", "energy_weight", "n2n_weight", "e2e_weight", "gt_weight")
+WEIGHTS = ("force_weight", "energy_weight", "n2n_weight", "e2e_weight", "gt_weight", "atom_energy_weight",
+           "jacobian_weight")
 
 
 @dataclass
@@ -75,9 +95,18 @@ class DistillSettings:
     n2n_weight: float = 1.0
     e2e_weight: float = 1.0
     gt_weight: float = 0.0
+    atom_energy_weight: float = 0.0
+    jacobian_weight: float = 0.0
+    jacobian_rows: int = 1
     max_samples: int | None = None
     sampling: str = "proportional"
     temperature: float = 2.0
+    rattle_fraction: float = 0.0
+    rattle_sigma: float = 0.05
+    md_fraction: float = 0.0
+    md_steps: int = 5
+    md_timestep: float = 1.0
+    md_temperature: float = 300.0
 
     @classmethod
     def from_task(cls, task: dict) -> DistillSettings:
@@ -96,7 +125,22 @@ class DistillSettings:
             raise PruneError(f"task.distill.sampling must be one of {SAMPLING_CHOICES}, got {settings.sampling!r}")
         if settings.max_samples is not None and settings.max_samples < 1:
             raise PruneError(f"task.distill.max_samples must be a positive number of structures, got {settings.max_samples}")
+        for key in ("rattle_fraction", "md_fraction"):
+            if not 0 <= getattr(settings, key) <= 1:
+                raise PruneError(f"task.distill.{key} is a share of the structures, between 0 and 1; got {getattr(settings, key)}")
+        positive = ("rattle_sigma", "md_steps", "md_timestep", "md_temperature", "jacobian_rows")
+        for key in positive:
+            if getattr(settings, key) <= 0:
+                raise PruneError(f"task.distill.{key} must be positive, got {getattr(settings, key)}")
+        if settings.augments and settings.gt_weight:
+            raise PruneError("task.distill: rattled or teacher-MD structures have no reference labels; with "
+                             "rattle_fraction or md_fraction > 0 set gt_weight: 0")
         return settings
+
+    @property
+    def augments(self) -> bool:
+        """Whether training batches get teacher-labelled structures (rattle, teacher MD)."""
+        return self.rattle_fraction > 0 or self.md_fraction > 0
 
 
 def _flat_outputs(raw: dict) -> dict:
@@ -130,6 +174,11 @@ def _replayed_rng(state: tuple, device) -> Iterator[None]:
 class DistillTrainer(OCPTrainer):
     """fairchem's ``OCPTrainer`` with a frozen teacher and the distillation loss."""
 
+    def load(self, inference_only: bool) -> None:
+        if not inference_only:
+            check_data_paths(self.config)  # before the model is built
+        super().load(inference_only)
+
     # === set-up: teacher, student, normalizers, sampler ===
     def load_model(self) -> None:
         self.distill = DistillSettings.from_task(self.config["task"])
@@ -160,9 +209,15 @@ class DistillTrainer(OCPTrainer):
         for part, widths in architecture.feature_widths(student).items():
             if widths != teacher_widths[part]:
                 raise PruneError(f"student and teacher {part} differ; the student must be reduced from the teacher")
+        if self.distill.atom_energy_weight:
+            for model in (student, teacher):
+                with architecture.atom_energies(model):  # a one-line error where the adapter names none
+                    pass
         if self.distill.e2e_weight and not architecture.has_edge_branch(student):
             raise PruneError(f"task.distill.e2e_weight > 0 needs a {architecture.label} student with edge features "
                              "(a readout with an edge branch; e.g. direct forces); set task.distill.e2e_weight: 0")
+        # the teacher builds its graphs as the student does, whatever its own config said
+        build_graphs_per_structure(teacher, builds_graphs_per_structure(student))
         self.teacher = teacher.to(self.device).eval()
         for param in self.teacher.parameters():
             param.requires_grad_(False)
@@ -201,20 +256,20 @@ class DistillTrainer(OCPTrainer):
                              "leave model.heads out to use the teacher's")
 
     def load_references_and_normalizers(self) -> None:
-        """The teacher's normalizers and element references when it has them (the outputs are
-        compared in its normalised space), else fairchem's own (from the config)."""
+        """Exactly the teacher's normalizers and element references, none where it has none (the
+        outputs are compared in its normalised space, as ``OCPCalculator`` restores it); the config's
+        ``transforms`` are not fitted: a student fitted to other statistics than its teacher would
+        learn the teacher's raw outputs in the wrong units."""
         from fairchem.core.modules.normalization.element_references import create_element_references
         from fairchem.core.modules.normalization.normalizer import create_normalizer
 
         checkpoint = self._teacher_checkpoint
-        if not checkpoint.get("normalizers") and not checkpoint.get("elementrefs"):
-            return super().load_references_and_normalizers()
+        self.normalizers, self.elementrefs = {}, {}
         renamed = {"target": "energy", "grad_target": "forces"}
         for key, state in checkpoint.get("normalizers", {}).items():
             self.normalizers[renamed.get(key, key)] = create_normalizer(state_dict=state).to(self.device)
         for key, state in checkpoint.get("elementrefs", {}).items():
             self.elementrefs[key] = create_element_references(state_dict=state).to(self.device)
-        return None
 
     def load_datasets(self) -> None:
         super().load_datasets()
@@ -240,24 +295,85 @@ class DistillTrainer(OCPTrainer):
                      + f"; {len(self.train_sampler)} steps per epoch")
 
     # === one step: student and teacher on the same batch ===
-    def _teacher_forward(self, batch, rng: tuple) -> tuple[dict, tuple[list, list]]:
-        """Teacher outputs (energy (B, 1), forces (|V|, 3)) and (node, edge) features, detached,
-        from the random state ``rng`` that the student's pass started from."""
-        with (torch.set_grad_enabled(self._architecture.forces_are_gradients(self.teacher)), _replayed_rng(rng, self.device),
-              self._architecture.distillation_features(self.teacher) as (node, edge)):
+    def _step_generator(self) -> torch.Generator:
+        """The random stream of this step's augmentation and Jacobian rows: the same after a resume,
+        different on each rank."""
+        seed = int(self.config["cmd"].get("seed") or 0)
+        return torch.Generator().manual_seed((seed * 1_000_003 + self.step) * 131 + distutils.get_rank())
+
+    def _teacher_forces(self, batch) -> torch.Tensor:
+        """The teacher's forces in eV/Å (N_atoms, 3), detached: what teacher MD integrates."""
+        with torch.set_grad_enabled(self._architecture.forces_are_gradients(self.teacher)):
+            forces = _flat_outputs(self.teacher(batch.clone()))["forces"].detach()
+        return self._denorm_preds("forces", forces.view(-1, 3), batch)
+
+    def _augmented(self, batch, generator: torch.Generator):
+        settings = self.distill
+        if settings.md_fraction:
+            batch = teacher_md(batch, self._teacher_forces, settings.md_fraction, settings.md_steps,
+                               settings.md_timestep, settings.md_temperature, generator)
+        if settings.rattle_fraction:
+            batch = rattle(batch, settings.rattle_fraction, settings.rattle_sigma, generator)
+        return batch
+
+    def _teacher_forward(self, batch, rng: tuple, rows: list[torch.Tensor]) -> dict:
+        """Teacher outputs (energy (B, 1), forces (|V|, 3)), (node, edge) features, per-atom energies and
+        the force-Jacobian ``rows`` (each (|V|, 3)), detached, from the random state ``rng`` that the
+        student's pass started from."""
+        settings = self.distill
+        grad = self._architecture.forces_are_gradients(self.teacher) or bool(rows)
+        with (torch.set_grad_enabled(grad), _replayed_rng(rng, self.device),
+              self._architecture.distillation_features(self.teacher) as (node, edge),
+              self._optional_atom_energies(self.teacher) as atom_energies):
             raw = _flat_outputs(self.teacher(batch))
+            jacobian = [force_jacobian_rows(raw["forces"], batch.pos, r).detach() for r in rows]
         sizes = {"energy": batch.natoms.numel(), "forces": int(batch.natoms.sum())}
-        outputs = {key: raw[key].detach().view(sizes[key], -1) for key in sizes if key in raw}
-        return outputs, ([h.detach() for h in node], [m.detach() for m in edge])
+        return {"out": {key: raw[key].detach().view(sizes[key], -1) for key in sizes if key in raw},
+                "features": ([h.detach() for h in node], [m.detach() for m in edge]),
+                "atom_energies": [e.detach() for e in atom_energies] if settings.atom_energy_weight else None,
+                "jacobian": jacobian}
+
+    @contextmanager
+    def _optional_atom_energies(self, model) -> Iterator[list]:
+        if self.distill.atom_energy_weight:
+            with self._architecture.atom_energies(model) as energies:
+                yield energies
+        else:
+            yield []
 
     def _forward(self, batch):
+        check_batch_graphs(self._unwrapped_model, batch, "distill student")
         batch = batch.to(self.device)
+        training = self._unwrapped_model.training
+        generator = self._step_generator()
+        shift = None
+        if training and self.distill.augments:
+            original = batch.pos
+            batch = self._augmented(batch, generator)
+            shift = (batch.pos - original).norm(dim=1).mean().detach()
+        rows = []
+        if training and self.distill.jacobian_weight:  # training steps only: validation runs without gradients
+            free = self._free_atoms(batch)
+            rows = [sample_rows(batch, free, generator) for _ in range(self.distill.jacobian_rows)]
+            batch.pos.requires_grad_(True)
         teacher_batch = batch.clone()  # its own positions: models that take gradients may replace them
+        teacher_batch.pos = batch.pos.detach().clone().requires_grad_(bool(rows))
         rng = _rng_state(self.device)
-        with self._architecture.distillation_features(self._unwrapped_model) as student_features:
+        with (self._architecture.distillation_features(self._unwrapped_model) as student_features,
+              self._optional_atom_energies(self._unwrapped_model) as atom_energies):
             out = super()._forward(batch)
-        teacher_out, teacher_features = self._teacher_forward(teacher_batch, rng)
-        self._step = {"student": student_features, "teacher": teacher_features, "teacher_out": teacher_out}
+        try:
+            jacobian = [force_jacobian_rows(out["forces"], batch.pos, r, create_graph=True) for r in rows]
+            teacher = self._teacher_forward(teacher_batch, rng, rows)
+        except RuntimeError as err:
+            if "does not require grad" not in str(err) and "not have been used" not in str(err):
+                raise
+            raise PruneError(f"task.distill.jacobian_weight: the {self._architecture.label} forces of the student or "
+                             "the frozen teacher are not differentiable with respect to the positions; set "
+                             "jacobian_weight: 0") from None
+        self._step = {"student": student_features, "teacher": teacher["features"], "teacher_out": teacher["out"],
+                      "student_atom_energies": list(atom_energies), "teacher_atom_energies": teacher["atom_energies"],
+                      "student_jacobian": jacobian, "teacher_jacobian": teacher["jacobian"], "shift": shift}
         return out
 
     def _free_atoms(self, batch) -> torch.Tensor:
@@ -283,11 +399,19 @@ class DistillTrainer(OCPTrainer):
             if pairs[0][0].shape != pairs[0][1].shape:
                 raise PruneError("e2e distillation needs the teacher's edge graph: keep the student's cutoffs and max_neighbors")
             terms["e2e"] = sum(mae(s, t) for s, t in pairs)
+        if settings.atom_energy_weight:
+            terms["atom_energy"] = mae(step["student_atom_energies"][0], step["teacher_atom_energies"][0])
+        if step["student_jacobian"]:
+            pairs = list(zip(step["student_jacobian"], step["teacher_jacobian"]))
+            terms["jacobian"] = sum(mae(s, t) for s, t in pairs) / len(pairs)
         weights = {"gt": settings.gt_weight, "forces": settings.force_weight, "energy": settings.energy_weight,
-                   "n2n": settings.n2n_weight, "e2e": settings.e2e_weight}
+                   "n2n": settings.n2n_weight, "e2e": settings.e2e_weight, "atom_energy": settings.atom_energy_weight,
+                   "jacobian": settings.jacobian_weight}
         total = sum(weights[name] * value for name, value in terms.items())
         logged = {f"distill_{name}": value for name, value in terms.items()}
         logged["distill_loss"] = total
+        if step["shift"] is not None:  # mean displacement of the atoms by augmentation, Å
+            logged["augment_shift"] = step["shift"]
         # DDPLoss values are rank-local shares of the global mean: average them for logging
         self._step["logged"] = {k: float(distutils.all_reduce(v.detach().clone(), average=True)) for k, v in logged.items()}
         return total
