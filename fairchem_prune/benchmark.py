@@ -57,7 +57,6 @@ from fairchem_prune.fast_init import fast_init
 
 #: default ``--config``: JMP-L's architecture, resolved against the working directory, then the repository
 DEFAULT_CONFIG = "configs/models/jmp_l.yml"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 #: ``forces``: regress_forces, direct_forces (set where the stock model takes them)
 FORCE_MODES = {
     "none": (False, False),      # energy only (JMP's QM9/QMOF fine-tuning; 160.61M parameters for JMP-L)
@@ -88,9 +87,9 @@ def _stock_parameters(model_config: dict, architecture: Architecture) -> Mapping
 
 
 def resolve_config_path(config_path: str | Path) -> Path:
-    path = Path(config_path)
-    if not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
-        path = REPO_ROOT / path
+    from fairchem_prune.resources import resolve_config
+
+    path = resolve_config(config_path)
     if not path.is_file():
         raise PruneError(f"config {config_path}: no such file")
     return path

@@ -31,8 +31,8 @@ from pathlib import Path
 from fairchem_prune.demo.generation import SIZES, DemoSize
 from fairchem_prune.errors import PruneError
 from fairchem_prune.files import atomic_path
+from fairchem_prune.resources import config_path
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,13 @@ class DemoSettings:
 
 FULL = DemoSettings(
     quick=False, data_size="small", data_spec=SIZES["small"],
-    ethanol_sizes=(200, 50, 200), teacher_config=REPO / "configs" / "s2ef" / "demo_mix_teacher_6b.yml",
+    ethanol_sizes=(200, 50, 200), teacher_config=config_path("s2ef/demo_mix_teacher_6b.yml"),
     teacher_epochs=30, relevance_samples=50, reductions=4, kd_samples=1600, ft_epochs=8, bench_repeats=3,
 )
 QUICK = DemoSettings(
     quick=True, data_size="quick", data_spec=DemoSize(g2_frames=2, slabs=40, rmd17_frames=100, md22_frames=2,
                                                       qm9_conformers=1, g2_molecules=20),
-    ethanol_sizes=(40, 16, 24), teacher_config=REPO / "configs" / "s2ef" / "demo_quick_teacher_3b.yml",
+    ethanol_sizes=(40, 16, 24), teacher_config=config_path("s2ef/demo_quick_teacher_3b.yml"),
     teacher_epochs=2, relevance_samples=8, reductions=2, kd_samples=32, ft_epochs=2, bench_repeats=1,
 )
 
@@ -103,8 +103,8 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
             raise PruneError("--device cuda: no CUDA device visible to torch; use --device cpu")
     settings = QUICK if quick else FULL
     if not settings.teacher_config.exists():
-        raise PruneError(f"{settings.teacher_config} not found: the demo uses the repository's configs/; run it from a "
-                         "checkout of fairchem-prune installed with ./setup.sh (pip install -e .)")
+        raise PruneError(f"{settings.teacher_config} not found: this install of fairchem-prune has no configs/; "
+                         "reinstall its wheel, or install a checkout with ./setup.sh (pip install -e .)")
     workers = workers or (1 if device == "cuda" else min(2, os.cpu_count() or 1))
     fairchem_args = ["--cpu"] if device == "cpu" else []
     out = Path(out)
@@ -255,7 +255,7 @@ def _distill_terms(architecture) -> str:
 
     from fairchem_prune.trainers.distill import DistillSettings
 
-    settings = DistillSettings.from_task(load_config(str(REPO / "configs" / architecture.distill_config))[0]["task"])
+    settings = DistillSettings.from_task(load_config(str(config_path(architecture.distill_config)))[0]["task"])
     names = {"force_weight": "forces", "energy_weight": "energy", "n2n_weight": "node-to-node",
              "e2e_weight": "edge-to-edge", "gt_weight": "ground truth"}
     return " + ".join(name for key, name in names.items() if getattr(settings, key)) + " L1"

@@ -19,8 +19,8 @@ from fairchem.core.common.utils import load_config
 
 from fairchem_prune.architectures import by_name
 from fairchem_prune.fairchem_runs import FairchemRun
+from fairchem_prune.resources import config_path
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 INITS = ("BR", "BR/RandomMLP", "BR+KD", "scratch")
 
 
@@ -69,11 +69,11 @@ def finetune_runs(teacher: Path, record: dict, counts: list[int], kd: dict[int, 
     steps_per_epoch = math.ceil(settings.ethanol_sizes[0] / settings.batch_size)
     optim = {"batch_size": settings.batch_size, "max_epochs": settings.ft_epochs, "cosine_epochs": settings.ft_epochs,
              "eval_every": max(1, steps_per_epoch // 2), "print_every": steps_per_epoch}
-    multipliers = yaml.safe_load((CONFIGS / "finetune" / "recipe.yml").read_text())["optim"]["layerwise_lr"]
+    multipliers = yaml.safe_load((config_path("finetune/recipe.yml")).read_text())["optim"]["layerwise_lr"]
     if record["blocks"] > len(multipliers["blocks"]):  # JMP-L's 6 multipliers, the last one repeated
         extra = record["blocks"] - len(multipliers["blocks"])
         optim["layerwise_lr"] = {**multipliers, "blocks": multipliers["blocks"] + multipliers["blocks"][-1:] * extra}
-    base = CONFIGS / by_name(record["architecture"]).demo_finetune_config
+    base = config_path(by_name(record["architecture"]).demo_finetune_config)
     base_model = load_config(str(base))[0]["model"]
     runs = []
     for init, k in sorted(plan, key=lambda item: -item[1]):

@@ -12,8 +12,8 @@ from fairchem.core.common.utils import load_config
 
 from fairchem_prune.architectures import by_name
 from fairchem_prune.fairchem_runs import FairchemRun, train_all
+from fairchem_prune.resources import config_path
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def relevance(teacher: Path, data, num_samples: int, device: str) -> dict:
@@ -49,13 +49,13 @@ def distillation_runs(teacher: Path, architecture: str, counts: list[int], data,
     one validation pass at the end."""
     folder.mkdir(parents=True, exist_ok=True)
     adapter = by_name(architecture)
-    form = {"name": load_config(str(REPO / "configs" / adapter.distill_config))[0]["model"].get("name")}
+    form = {"name": load_config(str(config_path(adapter.distill_config)))[0]["model"].get("name")}
     steps = math.ceil(settings.kd_samples / settings.batch_size)
     runs = {}
     for k in counts:
         config = folder / f"kd_{k}b.yml"
         config.write_text(yaml.safe_dump({
-            "includes": [str(REPO / "configs" / adapter.distill_config)],
+            "includes": [str(config_path(adapter.distill_config))],
             "dataset": {"train": {"src": str(data.train.resolve())}, "val": {"src": str(data.val.resolve())}},
             "task": {"distill": {"teacher_checkpoint": str(teacher.resolve()), "max_samples": settings.kd_samples}},
             "model": adapter.with_core(form, {"num_blocks_kept": k}),
