@@ -13,7 +13,10 @@ modules to be imported:
   :class:`~fairchem_prune.errors.PruneError` raised by our models or trainers in the command's own
   process (bad data or config, before training starts) ends the command with one ``error: ...`` line
   on stderr and exit status 2, as this package's tools do, instead of a traceback. Every other
-  exception passes unchanged.
+  exception passes unchanged. With ``--submit --cpu`` the command line also asks Slurm for no GPU
+  (:mod:`fairchem_prune.slurm_cpu`).
+* ``fairchem.core.common.distutils``: its ``setup`` is wrapped so that a submitted ``--cpu`` job
+  initialises on a CPU-only Slurm node (:mod:`fairchem_prune.slurm_cpu`); other runs are untouched.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from collections.abc import Callable
 
 REGISTRY_MODULE = "fairchem.core.common.registry"
 CLI_MODULE = "fairchem.core._cli"
+DISTUTILS_MODULE = "fairchem.core.common.distutils"
+WATCHED = (REGISTRY_MODULE, CLI_MODULE, DISTUTILS_MODULE)
 
 def _reduced_models() -> dict[str, str]:
     """Our model names -> their modules, from the architecture adapters (imported on first need)."""
@@ -85,6 +90,10 @@ def _one_line_errors(main):
     """``main`` of the ``fairchem`` command, printing our PruneError as ``error: ...`` (exit status 2)."""
 
     def wrapped(*args, **kwargs):
+        from fairchem_prune.slurm_cpu import submit_argv
+
+        if not args and kwargs.get("args") is None:  # the command parses sys.argv itself
+            sys.argv[1:] = submit_argv(sys.argv[1:])
         try:
             return main(*args, **kwargs)
         except Exception as err:
@@ -102,6 +111,11 @@ def _one_line_errors(main):
 def _install_module(module) -> None:
     if module.__name__ == REGISTRY_MODULE:
         install(module.Registry)
+    elif module.__name__ == DISTUTILS_MODULE:
+        if not hasattr(module.setup, "__wrapped__"):
+            from fairchem_prune.slurm_cpu import cpu_setup
+
+            module.setup = cpu_setup(module.setup)
     elif not hasattr(module.main, "__wrapped__"):
         module.main = _one_line_errors(module.main)
 
@@ -123,7 +137,7 @@ class _Loader(importlib.abc.Loader):
 
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
-        if fullname not in (REGISTRY_MODULE, CLI_MODULE):
+        if fullname not in WATCHED:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is not None and spec.loader is not None:
@@ -131,7 +145,7 @@ class _Finder(importlib.abc.MetaPathFinder):
         return spec
 
 
-for _name in (REGISTRY_MODULE, CLI_MODULE):
+for _name in WATCHED:
     if _name in sys.modules:
         _install_module(sys.modules[_name])
 if not any(isinstance(f, _Finder) for f in sys.meta_path):

@@ -20,6 +20,12 @@ from pathlib import Path
 from fairchem_prune.errors import PruneError
 
 
+#: the stock ``fairchem`` command, as this interpreter runs it. Its module is imported (not run with
+#: ``-m``, which bypasses import hooks), so that this package's hooks on it apply: one-line errors and
+#: ``--submit --cpu`` on CPU Slurm nodes (:mod:`fairchem_prune._autoregister`)
+FAIRCHEM = (sys.executable, "-c", "import sys; from fairchem.core._cli import main; sys.exit(main())")
+
+
 @dataclass(frozen=True)
 class FairchemRun:
     name: str
@@ -50,7 +56,7 @@ class FairchemRun:
     def command(self, fairchem_args: Sequence[str] = (), submit: bool = False) -> list[str]:
         """The stock ``fairchem`` command line that trains (or resumes) this run."""
         command = [
-            sys.executable, "-m", "fairchem.core._cli", "--mode", "train", "--config-yml", str(self.config.resolve()),
+            *FAIRCHEM, "--mode", "train", "--config-yml", str(self.config.resolve()),
             "--run-dir", str(self.run_dir.resolve()), "--timestamp-id", self.name, "--identifier", self.name,
             *fairchem_args,
         ]

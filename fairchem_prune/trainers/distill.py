@@ -77,6 +77,7 @@ from fairchem_prune.errors import PruneError
 from fairchem_prune.graphs import build_graphs_per_structure, builds_graphs_per_structure, check_batch_graphs
 from fairchem_prune.models import check_training_data
 from fairchem_prune.trainers.data_paths import check_data_paths
+from fairchem_prune.trainers.preemption import ResumesAtCompletedStep
 from fairchem_prune.trainers.augmentation import rattle, teacher_md
 from fairchem_prune.trainers.jacobian import force_jacobian_rows, sample_rows
 from fairchem_prune.trainers.sampling import SAMPLING_CHOICES, SourceBalancedBatchSampler, source_ids, source_probabilities
@@ -171,7 +172,7 @@ def _replayed_rng(state: tuple, device) -> Iterator[None]:
 
 
 @registry.register_trainer("distill")
-class DistillTrainer(OCPTrainer):
+class DistillTrainer(ResumesAtCompletedStep, OCPTrainer):
     """fairchem's ``OCPTrainer`` with a frozen teacher and the distillation loss."""
 
     def load(self, inference_only: bool) -> None:

@@ -22,6 +22,7 @@ from fairchem_prune import architectures
 from fairchem_prune.errors import PruneError
 from fairchem_prune.models import check_training_data
 from fairchem_prune.trainers.data_paths import check_data_paths
+from fairchem_prune.trainers.preemption import ResumesAtCompletedStep
 
 WARMUP_COSINE = "WarmupCosine"
 
@@ -67,7 +68,7 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, optim: dict, steps_per_epoch
 
 
 @registry.register_trainer("finetune")
-class FinetuneTrainer(OCPTrainer):
+class FinetuneTrainer(ResumesAtCompletedStep, OCPTrainer):
     """``OCPTrainer`` with layer-wise learning rates and the ``WarmupCosine`` schedule (see module)."""
 
     def load(self, inference_only: bool) -> None:

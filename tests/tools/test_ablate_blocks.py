@@ -69,7 +69,7 @@ def test_ablation_writes_runs_and_summarizes(tmp_path, emt_lmdb):
 def test_submit_goes_through_fairchems_submitit_launcher(tmp_path):
     run = AblationRun("remove_f3", "f_3", [0, 2], tmp_path / "remove_f3.yml")
     command = fairchem_run(run, tmp_path).command(["--num-gpus", "2", "--slurm-partition", "gpu"], submit=True)
-    assert command[1:3] == ["-m", "fairchem.core._cli"] and "--submit" in command
+    assert command[1] == "-c" and "from fairchem.core._cli import main" in command[2] and "--submit" in command
     assert command[command.index("--timestamp-id") + 1] == "remove_f3" and "--slurm-partition" in command
 
 
