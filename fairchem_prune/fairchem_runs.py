@@ -32,6 +32,7 @@ class FairchemRun:
     config: Path
     run_dir: Path
     log: Path
+    args: tuple[str, ...] = ()   #: fairchem arguments of this run only (e.g. its --seed)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -58,7 +59,7 @@ class FairchemRun:
         command = [
             *FAIRCHEM, "--mode", "train", "--config-yml", str(self.config.resolve()),
             "--run-dir", str(self.run_dir.resolve()), "--timestamp-id", self.name, "--identifier", self.name,
-            *fairchem_args,
+            *self.args, *fairchem_args,
         ]
         if submit:
             command += ["--submit", "--logdir", str((self.run_dir / "slurm").resolve())]

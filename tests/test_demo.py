@@ -200,3 +200,44 @@ def test_esen_finetuning_starts_from_the_reduced_backbones(esen_demo):
         distance = float((weight - reference[key]).norm() / reference[key].norm())
         assert (distance < 1e-3) == (row["init"] != "scratch"), (row["name"], distance)
         assert 0 < row["test"]["forces_mae"] < 5
+
+
+# ---------------------------------------------------------------------------- seeds and options (no training)
+def test_distillation_runs_cover_seeds_and_options(tmp_path):
+    """--kd-seeds 3 --kd-options: one run per block count and seed (fairchem's --seed), one per option at the
+    option block count (its task.distill keys on the architecture's config); per-atom energies are left out
+    where the adapter names no module."""
+    from types import SimpleNamespace
+
+    from fairchem.core.common.utils import load_config
+
+    from fairchem_prune.demo.reduction import OPTIONS, distillation_runs
+
+    data = SimpleNamespace(train=tmp_path / "train", val=tmp_path / "val")
+    settings = SimpleNamespace(kd_samples=64, batch_size=8)
+    runs = distillation_runs(tmp_path / "t.pt", "gemnet_oc", [3, 2], data, settings, tmp_path / "r", tmp_path / "l",
+                             seeds=3, options=OPTIONS, option_blocks=2)
+    assert sorted(runs) == sorted(["kd_3b", "kd_3b_s1", "kd_3b_s2", "kd_2b", "kd_2b_s1", "kd_2b_s2", "kd_2b_rattle",
+                                   "kd_2b_teacher_md", "kd_2b_jacobian_rows", "kd_2b_per_atom_energies"])
+    assert runs["kd_3b_s2"].args == ("--seed", "2") and runs["kd_2b_rattle"].args == ("--seed", "0")
+    merged = load_config(str(runs["kd_2b_teacher_md"].config))[0]
+    assert merged["task"]["distill"]["md_fraction"] == 0.5 and merged["model"]["num_blocks_kept"] == 2
+    assert merged["task"]["distill"]["max_samples"] == 64 and merged["trainer"] == "distill"
+    eqv2 = distillation_runs(tmp_path / "t.pt", "equiformer_v2", [3], data, settings, tmp_path / "e", tmp_path / "l",
+                             options=OPTIONS, option_blocks=3)
+    assert "kd_3b_per_atom_energies" not in eqv2 and "kd_3b_rattle" in eqv2
+
+
+def test_table1_gives_the_gap_closed_per_seed_as_mean_and_spread():
+    from fairchem_prune.demo.report import options_table, reduction_table
+
+    def entry(mae):
+        return {"xtb": {"forces_mae": mae}}
+
+    metrics = {"teacher": entry(0.100), "br_2b": entry(0.140), "kd_2b": entry(0.108), "kd_2b_s1": entry(0.112),
+               "kd_2b_rattle": entry(0.104)}
+    table = reduction_table(3, [2], metrics, {"teacher": 1000, "br_2b": 700}, seeds=2)
+    # closed: (40 - 8) / 40 = 80% and (40 - 12) / 40 = 70%: 75 ± 5%
+    assert "| 2 | 700 (70%) | 140.0 (+40.0) | 110.0 ± 2.0 (+10.0) | 75 ± 5% |" in table
+    reduced = {"metrics": metrics, "options": {"blocks": 2, "names": ["rattle"], "cost": {"config": 1.0, "rattle": 1.02}}}
+    assert "| + rattle | 104.0 | 90% | 1.02x |" in options_table(reduced)

@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per option (median; default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--options", metavar="JSON",
+                        help='the options to time, as JSON {"name": {task.distill key: value}}, the first the reference '
+                             '(default: the config, rattle, teacher MD, Jacobian rows, per-atom energies)')
     parser.add_argument("--out", default="distill_cost.json", help="JSON output (default: distill_cost.json)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
     parser.add_argument("overrides", nargs="*",
@@ -36,7 +39,11 @@ def run(args: argparse.Namespace) -> None:
     refuse_existing(out, args.force)
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = measure_options(args.config, args.overrides, repeats=args.repeats, warmup=args.warmup)
+    try:
+        options = json.loads(args.options) if args.options else None
+    except json.JSONDecodeError as err:
+        raise PruneError(f"--options is not JSON ({err})") from None
+    result = measure_options(args.config, args.overrides, options=options, repeats=args.repeats, warmup=args.warmup)
     print(format_table(result))
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")

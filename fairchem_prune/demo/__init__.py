@@ -88,9 +88,11 @@ def _stage(out: Path, name: str, force: bool, compute, figures: dict | None = No
 
 def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = False, device: str = "cpu",
              data: str | Path | None = None, teacher: str | Path | None = None, train_teacher: bool = False,
-             workers: int | None = None) -> dict:
+             workers: int | None = None, kd_seeds: int = 1, kd_options: bool = False) -> dict:
     """Run every stage (see the module docstring); returns ``{"reduction", "finetune", "benchmark",
-    "findings"}`` as written to the JSON files."""
+    "findings"}`` as written to the JSON files. ``kd_seeds``: distillation runs per block count (Table 1
+    gives their mean and spread); ``kd_options``: also distil with each option beyond the paper
+    (:data:`~fairchem_prune.demo.reduction.OPTIONS`) at the second block count, with its cost per step."""
     from fairchem_prune.demo import finetune as ft
     from fairchem_prune.demo import reduction, report
     from fairchem_prune.demo.data import demo_data, downstream_data
@@ -109,8 +111,11 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
     fairchem_args = ["--cpu"] if device == "cpu" else []
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if kd_seeds < 1:
+        raise PruneError(f"--kd-seeds must be at least 1, got {kd_seeds}")
     _check_settings(out, {"quick": quick, "data": str(Path(data).resolve()) if data else None,
-                          "teacher": str(Path(teacher).resolve()) if teacher else None, "train_teacher": train_teacher},
+                          "teacher": str(Path(teacher).resolve()) if teacher else None, "train_teacher": train_teacher,
+                          "kd_seeds": kd_seeds, "kd_options": kd_options},
                     force)
     if force:
         for folder in ("reduction", "finetune"):
@@ -137,24 +142,38 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
     counts = reduction.reduced_counts(record["blocks"], settings.reductions)
     _say(f"4/7 block reduction to {counts} blocks, with and without distillation")
 
+    option_blocks = counts[min(1, len(counts) - 1)]
+
     def reduce() -> dict:
         folder = out / "reduction"
         br = reduction.slice_models(teacher_path, counts, folder)
-        runs = reduction.distillation_runs(teacher_path, record["architecture"], counts, mix, settings, folder, out / "logs")
+        options = reduction.OPTIONS if kd_options else None
+        runs = reduction.distillation_runs(teacher_path, record["architecture"], counts, mix, settings, folder,
+                                           out / "logs", seeds=kd_seeds, options=options, option_blocks=option_blocks)
         kd = reduction.distill(runs, fairchem_args, workers, folder, _say)
-        models = {"teacher": teacher_path, **{f"br_{k}b": br[k] for k in counts}, **{f"kd_{k}b": kd[k] for k in counts}}
+        models = {"teacher": teacher_path, **{f"br_{k}b": br[k] for k in counts}, **kd}
         _say(f"reduction: scoring {len(models)} models on {', '.join(mix.val_sources())}")
         from fairchem_prune.checkpoints import checkpoint_model_config, read_checkpoint
         from fairchem_prune.params import count_config_parameters
 
-        return {"counts": counts, "checkpoints": {k: str(v) for k, v in models.items()},
-                "params": {k: count_config_parameters(checkpoint_model_config(read_checkpoint(v), v))
-                           for k, v in models.items() if not k.startswith("kd")},
-                "metrics": reduction.evaluate_models(models, mix, device)}
+        result = {"counts": counts, "seeds": kd_seeds, "checkpoints": {k: str(v) for k, v in models.items()},
+                  "params": {k: count_config_parameters(checkpoint_model_config(read_checkpoint(v), v))
+                             for k, v in models.items() if not k.startswith("kd")},
+                  "metrics": reduction.evaluate_models(models, mix, device)}
+        if options:
+            present = {name: extra for name, extra in options.items() if reduction.run_name(option_blocks, 0, name) in runs}
+            _say(f"reduction: timing the distillation options at {option_blocks} blocks")
+            result["options"] = {"blocks": option_blocks, "names": list(present),
+                                 "cost": reduction.option_costs(runs[reduction.run_name(option_blocks)], present,
+                                                                folder / "distill_cost.json")}
+        return result
 
     reduced = _stage(out, "reduction", force, reduce)
-    table1 = report.reduction_table(record["blocks"], counts, reduced["metrics"], reduced["params"])
+    table1 = report.reduction_table(record["blocks"], counts, reduced["metrics"], reduced["params"], reduced["seeds"])
     print("\nTable 1 analogue: validation force MAE (meV/Å) per pre-training source, gap to the teacher:\n" + table1)
+    table_options = report.options_table(reduced) if "options" in reduced else None
+    if table_options:
+        print(f"\nDistillation options at {reduced['options']['blocks']} blocks:\n" + table_options)
 
     scratch = [counts[len(counts) // 2]]
     _say(f"5/7 fine-tuning on ethanol ({settings.ft_epochs} epochs each; scratch baseline at {scratch[0]} blocks)")
@@ -178,9 +197,9 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
     print("\nTable 2 analogue:\n" + table2)
 
     _say("7/7 report")
-    checks = report.findings(relevance, counts, reduced["metrics"], tuned["rows"])
+    checks = report.findings(relevance, counts, reduced["metrics"], tuned["rows"], reduced["seeds"])
     report.write_report(out / "report.md", _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench,
-                                                     checks, tuned))
+                                                     checks, tuned, reduced, table_options))
     print("\nFindings:\n" + "\n".join(f"- {line}" for line in checks))
     _say(f"done: {out / 'report.md'}")
     return {"reduction": reduced, "finetune": tuned, "benchmark": bench, "findings": checks}
@@ -191,7 +210,8 @@ def _check_settings(out: Path, settings: dict, force: bool) -> None:
     path = out / "demo.json"
     if path.exists() and not force:
         before = json.loads(path.read_text())
-        changed = [key for key in settings if before.get(key) != settings[key]]
+        defaults = {"kd_seeds": 1, "kd_options": False}  # runs from before these settings existed
+        changed = [key for key in settings if before.get(key, defaults.get(key)) != settings[key]]
         if changed:
             raise PruneError(f"{out} holds a demo run with other settings ({', '.join(f'{k}: {before.get(k)}' for k in changed)}); "
                              "choose another --out, or pass --force to redo it with these")
@@ -211,7 +231,8 @@ def _benchmark(out: Path, teacher: Path, record: dict, counts: list[int], mix, s
                          forces="config", threads=1 if device == "cpu" else None)
 
 
-def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench, checks, tuned) -> list[tuple[str, str]]:
+def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench, checks, tuned, reduced,
+              table_options) -> list[tuple[str, str]]:
     from fairchem_prune.architectures import by_name
 
     architecture = by_name(record["architecture"])
@@ -237,7 +258,12 @@ def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench,
         ("Block reduction and distillation (Table 1)", "Validation force MAE in meV/Å; the gap to the teacher in "
          "parentheses. BR: the teacher's first k blocks"
          + (", sliced readout layer" if len(architecture.mlp_init_choices) > 1 else "")
-         + ", no training. BR+KD: after distillation.\n\n" + table1),
+         + ", no training. BR+KD: after distillation"
+         + (f", mean ± standard deviation over {reduced['seeds']} seeds" if reduced["seeds"] > 1 else "")
+         + "; closed: the share of the BR gap that distillation closes, (BR - BR+KD) / (BR - teacher).\n\n" + table1
+         + (f"\n\nDistillation options beyond the paper at {reduced['options']['blocks']} blocks, the same "
+            f"budget ({settings.kd_samples} structures), seed 0; cost per step relative to the plain objective, "
+            "measured side by side (tools/distill_cost.py):\n\n" + table_options if table_options else "")),
         ("Fine-tuning (Fig. 3, Fig. 4)", "![finetune](finetune.png)\n\n![curves](finetune_curves.png)\n\nTest MAE of "
          "the best validation checkpoint; train s = training wall time, validations included, start-up excluded.\n\n" + table_ft),
         ("Efficiency (Table 2)", f"`tools/benchmark.py` on the teacher's architecture ({bench['settings']['samples']} "

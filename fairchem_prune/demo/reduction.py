@@ -43,40 +43,86 @@ def slice_models(teacher: Path, counts: list[int], folder: Path) -> dict[int, Pa
     return paths
 
 
+#: the distillation options the demo compares (task.distill settings added to the architecture's config)
+OPTIONS = {
+    "rattle": {"rattle_fraction": 0.5, "rattle_sigma": 0.05},
+    "teacher MD": {"md_fraction": 0.5, "md_steps": 5, "md_temperature": 500.0},
+    "Jacobian rows": {"jacobian_weight": 1.0, "jacobian_rows": 1},
+    "per-atom energies": {"atom_energy_weight": 1.0},
+}
+
+
+def run_name(k: int, seed: int = 0, option: str | None = None) -> str:
+    """``kd_<k>b`` (seed 0), ``kd_<k>b_s<seed>``, ``kd_<k>b_<option>`` (seed 0, e.g. ``kd_4b_teacher_md``)."""
+    if option is not None:
+        return f"kd_{k}b_{option.lower().replace(' ', '_').replace('-', '_')}"
+    return f"kd_{k}b" if seed == 0 else f"kd_{k}b_s{seed}"
+
+
 def distillation_runs(teacher: Path, architecture: str, counts: list[int], data, settings, folder: Path,
-                      logs: Path) -> dict[int, FairchemRun]:
-    """One ``trainer: distill`` run per block count: ``settings.kd_samples`` structures of the mix,
-    one validation pass at the end."""
+                      logs: Path, seeds: int = 1, options: dict[str, dict] | None = None,
+                      option_blocks: int | None = None) -> dict[str, FairchemRun]:
+    """``trainer: distill`` runs by :func:`run_name`: each block count with ``seeds`` seeds (fairchem's
+    ``--seed``: the order of the sampled structures), and each of ``options`` at ``option_blocks`` blocks
+    (seed 0); ``settings.kd_samples`` structures of the mix each, one validation pass at the end. An
+    option the architecture does not have is left out."""
     folder.mkdir(parents=True, exist_ok=True)
     adapter = by_name(architecture)
-    form = {"name": load_config(str(config_path(adapter.distill_config)))[0]["model"].get("name")}
+    base = load_config(str(config_path(adapter.distill_config)))[0]
+    form = {"name": base["model"].get("name")}
     steps = math.ceil(settings.kd_samples / settings.batch_size)
+    plan = [(k, seed, None) for k in counts for seed in range(seeds)]
+    for option, extra in (options or {}).items():
+        if "atom_energy_weight" in extra and adapter.atom_energy_module is None:
+            continue
+        plan.append((option_blocks, 0, option))
     runs = {}
-    for k in counts:
-        config = folder / f"kd_{k}b.yml"
+    for k, seed, option in plan:
+        name = run_name(k, seed, option)
+        config = folder / f"{name}.yml"
+        distill = {"teacher_checkpoint": str(teacher.resolve()), "max_samples": settings.kd_samples,
+                   **((options or {}).get(option, {}))}
         config.write_text(yaml.safe_dump({
             "includes": [str(config_path(adapter.distill_config))],
             "dataset": {"train": {"src": str(data.train.resolve())}, "val": {"src": str(data.val.resolve())}},
-            "task": {"distill": {"teacher_checkpoint": str(teacher.resolve()), "max_samples": settings.kd_samples}},
+            "task": {"distill": distill},
             "model": adapter.with_core(form, {"num_blocks_kept": k}),
             "optim": {"batch_size": settings.batch_size, "T_max": steps, "eval_every": steps,
                       "print_every": max(1, steps // 10)},
         }, sort_keys=False))
-        runs[k] = FairchemRun(f"kd_{k}b", config, folder / "runs", logs / f"kd_{k}b.log")
+        runs[name] = FairchemRun(name, config, folder / "runs", logs / f"{name}.log", args=("--seed", str(seed)))
     return runs
 
 
-def distill(runs: dict[int, FairchemRun], fairchem_args: list[str], workers: int, folder: Path, say) -> dict[int, Path]:
-    """Train the runs and export each student's best checkpoint to ``folder/kd_<k>b.pt``."""
+def distill(runs: dict[str, FairchemRun], fairchem_args: list[str], workers: int, folder: Path, say) -> dict[str, Path]:
+    """Train the runs and export each student's best checkpoint to ``folder/<run name>.pt``."""
     from fairchem_prune.slicing import slice_checkpoint
 
     train_all(list(runs.values()), fairchem_args, workers, say=lambda m: say(f"distill: {m}"))
     paths = {}
-    for k, run in runs.items():
-        paths[k] = folder / f"kd_{k}b.pt"
-        if not paths[k].exists():
-            slice_checkpoint(run.best_checkpoint, paths[k], num_blocks_kept=k, force=True)
+    for name, run in runs.items():
+        paths[name] = folder / f"{name}.pt"
+        if not paths[name].exists():
+            slice_checkpoint(run.best_checkpoint, paths[name], force=True)
     return paths
+
+
+def option_costs(run: FairchemRun, options: dict[str, dict], out: Path) -> dict[str, float | None]:
+    """Seconds per step of each distillation option relative to the plain config
+    (:mod:`fairchem_prune.distill_cost`, in its own process on ``run``'s config), by option name."""
+    import json
+    import subprocess
+    import sys
+
+    from fairchem_prune.errors import PruneError
+
+    spec = json.dumps({"config": {}, **options})
+    result = subprocess.run([sys.executable, "-m", "fairchem_prune", "distill-cost", "--config", str(run.config.resolve()),
+                             "--repeats", "3", "--threads", "1", "--options", spec, "--out", str(out), "--force"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise PruneError(f"measuring the distillation options failed: {result.stderr.strip().splitlines()[-1:]}")
+    return {row["option"]: row["relative"] for row in json.loads(out.read_text())["rows"]}
 
 
 def evaluate_models(models: dict[str, Path], data, device: str) -> dict[str, dict[str, dict[str, float]]]:

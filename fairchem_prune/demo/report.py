@@ -24,22 +24,65 @@ def relevance_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def reduction_table(teacher_blocks: int, counts: list[int], metrics: dict, params: dict[str, int]) -> str:
-    """Table 1 analogue: force MAE (meV/Å) per source, gap to the teacher in parentheses."""
+def kd_forces(metrics: dict, k: int, source: str, seeds: int) -> list[float]:
+    """Validation force MAE (eV/Å) of each seed's k-block student on ``source``."""
+    from fairchem_prune.demo.reduction import run_name
+
+    return [metrics[run_name(k, seed)][source]["forces_mae"] for seed in range(seeds)]
+
+
+def gap_closed(br: float, kd: float, teacher: float) -> float:
+    """The share of the BR force gap that distillation closes: (BR - KD) / (BR - teacher)."""
+    return (br - kd) / (br - teacher) if br != teacher else float("nan")
+
+
+def _spread(values: list[float], scale: float = 1.0, digits: int = 1, unit: str = "") -> str:
+    mean = scale * float(np.mean(values))
+    if len(values) == 1:
+        return f"{mean:.{digits}f}{unit}"
+    return f"{mean:.{digits}f} ± {scale * float(np.std(values)):.{digits}f}{unit}"
+
+
+def reduction_table(teacher_blocks: int, counts: list[int], metrics: dict, params: dict[str, int], seeds: int = 1) -> str:
+    """Table 1 analogue: force MAE (meV/Å) per source, gap to the teacher in parentheses, and the share of
+    the BR gap that distillation closes (mean ± standard deviation over ``seeds``)."""
     sources = list(metrics["teacher"])
-    head = "| blocks | parameters | " + " | ".join(f"{s} BR | {s} BR+KD" for s in sources) + " |"
-    lines = [head, "|---:|---:|" + "---:|---:|" * len(sources)]
+    head = "| blocks | parameters | " + " | ".join(f"{s} BR | {s} BR+KD | {s} closed" for s in sources) + " |"
+    lines = [head, "|---:|---:|" + "---:|---:|---:|" * len(sources)]
     teacher = {s: metrics["teacher"][s]["forces_mae"] for s in sources}
     lines.append(f"| {teacher_blocks} (teacher) | {params['teacher']:,} | "
-                 + " | ".join(f"{_mev(teacher[s])} | {_mev(teacher[s])}" for s in sources) + " |")
+                 + " | ".join(f"{_mev(teacher[s])} | {_mev(teacher[s])} | " for s in sources) + " |")
     for k in counts:
         cells = []
         for s in sources:
-            for kind in ("br", "kd"):
-                value = metrics[f"{kind}_{k}b"][s]["forces_mae"]
-                cells.append(f"{_mev(value)} ({1000 * (value - teacher[s]):+.1f})")
+            br = metrics[f"br_{k}b"][s]["forces_mae"]
+            kd = kd_forces(metrics, k, s, seeds)
+            closed = [gap_closed(br, value, teacher[s]) for value in kd]
+            cells += [f"{_mev(br)} ({1000 * (br - teacher[s]):+.1f})",
+                      f"{_spread(kd, 1000)} ({1000 * (float(np.mean(kd)) - teacher[s]):+.1f})",
+                      _spread(closed, 100, 0, "%")]
         lines.append(f"| {k} | {params[f'br_{k}b']:,} ({100 * params[f'br_{k}b'] / params['teacher']:.0f}%) | "
                      + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def options_table(reduced: dict) -> str:
+    """The distillation options at one block count: force MAE and gap closed per source, cost per step."""
+    from fairchem_prune.demo.reduction import run_name
+
+    metrics, k, options = reduced["metrics"], reduced["options"]["blocks"], reduced["options"]
+    sources = list(metrics["teacher"])
+    lines = ["| objective | " + " | ".join(f"{s} BR+KD | {s} closed" for s in sources) + " | cost per step |",
+             "|---|" + "---:|---:|" * len(sources) + "---:|"]
+    rows = [("paper (forces + features)", run_name(k), options["cost"].get("config"))]
+    rows += [(f"+ {name}", run_name(k, 0, name), options["cost"].get(name)) for name in options["names"]]
+    for label, name, cost in rows:
+        cells = []
+        for s in sources:
+            value = metrics[name][s]["forces_mae"]
+            closed = gap_closed(metrics[f"br_{k}b"][s]["forces_mae"], value, metrics["teacher"][s]["forces_mae"])
+            cells += [_mev(value), f"{100 * closed:.0f}%"]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {'-' if cost is None else f'{cost:.2f}x'} |")
     return "\n".join(lines)
 
 
@@ -73,7 +116,7 @@ def efficiency_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def findings(relevance: dict, counts: list[int], metrics: dict, finetune: list[dict]) -> list[str]:
+def findings(relevance: dict, counts: list[int], metrics: dict, finetune: list[dict], seeds: int = 1) -> list[str]:
     """Each of the paper's qualitative findings, checked on these numbers: holds / does not hold."""
     out = []
     names = relevance["blocks"]
@@ -88,8 +131,8 @@ def findings(relevance: dict, counts: list[int], metrics: dict, finetune: list[d
         out.append(f"BR error grows as blocks go ({source}): {'holds' if growing else 'does not hold strictly'} "
                    f"({', '.join(f'{k}b {_mev(v)}' for k, v in zip(counts, br))} meV/Å).")
         teacher = metrics["teacher"][source]["forces_mae"]
-        gaps = {k: tuple(1000 * (metrics[f"{kind}_{k}b"][source]["forces_mae"] - teacher) for kind in ("br", "kd"))
-                for k in counts}
+        gaps = {k: (1000 * (metrics[f"br_{k}b"][source]["forces_mae"] - teacher),
+                    1000 * (float(np.mean(kd_forces(metrics, k, source, seeds))) - teacher)) for k in counts}
         narrowed = [k for k, (br_gap, kd_gap) in gaps.items() if kd_gap < br_gap]
         verdict = "holds" if len(narrowed) == len(counts) else f"holds at {narrowed or 'no'} block counts of {counts}"
         out.append(f"KD narrows the BR gap ({source}): {verdict} (gap to the teacher, BR -> BR+KD: "
