@@ -25,6 +25,7 @@ COMMANDS = {
     "ablate": "ablate",
     "benchmark": "benchmark",
     "distill-cost": "distill_cost",
+    "md-check": "md_check",
 }
 
 
