@@ -15,7 +15,7 @@ REPO = Path(__file__).parents[1]
 
 REWRITTEN = ("report.md", "demo.json")
 ARTEFACTS = ("report.md", "relevance.png", "relevance.json", "reduction.json", "finetune.json", "finetune.png",
-             "finetune_curves.png", "benchmark.json", "teacher.pt", "teacher.json", "reduction/br_2b.pt",
+             "finetune_curves.png", "md.json", "md.png", "benchmark.json", "teacher.pt", "teacher.json", "reduction/br_2b.pt",
              "reduction/kd_1b.pt", "data/ethanol/test/data.lmdb")
 
 
@@ -42,10 +42,10 @@ def test_every_artefact_is_written(demo):
     out, result, *_ = demo
     for name in ARTEFACTS:
         assert (out / name).stat().st_size > 0, name
-    for figure in ("relevance.png", "finetune.png", "finetune_curves.png"):
+    for figure in ("relevance.png", "finetune.png", "finetune_curves.png", "md.png"):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
     report = (out / "report.md").read_text()
-    for needle in ("![relevance](relevance.png)", "![finetune](finetune.png)", "![curves](finetune_curves.png)",
+    for needle in ("![relevance](relevance.png)", "![finetune](finetune.png)", "![curves](finetune_curves.png)", "![md](md.png)",
                    "| 1 | ", "BR+KD", "Findings", "measured / bound", "Quick mode"):
         assert needle in report, needle
     # relevance and BR / KD per source (2 x 3), scratch at 1 block
@@ -119,6 +119,19 @@ def test_finetune_runs_and_curves(demo):
         assert list(times) == sorted(times) and times[0] > 0 and row["train_seconds"] >= times[-1] - 1e-6
         assert list(steps) == sorted(steps) and row["best_val_forces_mae"] == min(values)
         assert 0 < row["test"]["forces_mae"] < 5 and 0 < row["test"]["energy_mae"]
+
+
+def test_md_stage_runs_the_fine_tuned_models(demo):
+    """The fine-tuned teacher-size model and the BR and BR+KD models at the smallest count (quick: 1 block),
+    from the same ethanol frame: every run recorded, the reference's distance histogram its own."""
+    out, *_ = demo
+    md = json.loads((out / "md.json").read_text())
+    assert list(md["models"]) == ["teacher 3b", "BR 1b", "BR+KD 1b"] and md["reference"] == "teacher 3b"
+    for name, model in md["models"].items():
+        assert model["kind"] == "direct" and model["steps_per_second"] > 0 and len(model["runs"]) == 1, name
+        run = model["runs"][0]
+        assert run["time_fs"][0] == 0.0 and (model["stable"] or run["reason"]), name
+    assert md["models"]["teacher 3b"]["rdf_l1"] == 0.0
 
 
 def test_benchmark_rows(demo):

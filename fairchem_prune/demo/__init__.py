@@ -16,8 +16,10 @@ interrupted training runs resume from fairchem's own ``checkpoint.pt``):
 5. ``finetune``   BR, BR/RandomMLP, BR+KD and scratch models fine-tuned on ethanol for the same number
                   of epochs -> ``finetune/``, ``finetune.json``, ``finetune.png`` (Fig. 3),
                   ``finetune_curves.png`` (Fig. 4)
-6. ``benchmark``  speed, FLOPs, parameters, memory of the teacher's architecture -> ``benchmark.json`` (Table 2)
-7. ``report``     ``report.md`` with every table and figure, and the tables printed
+6. ``md``         NVE molecular dynamics of the fine-tuned teacher-size, BR and BR+KD models (tools/md_check.py)
+                  -> ``md.json``, ``md.png``
+7. ``benchmark``  speed, FLOPs, parameters, memory of the teacher's architecture -> ``benchmark.json`` (Table 2)
+8. ``report``     ``report.md`` with every table and figure, and the tables printed
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class DemoSettings:
     kd_samples: int                #: structures seen by each distillation run
     ft_epochs: int
     bench_repeats: int
+    md_steps: int                  #: NVE steps of each fine-tuned model
+    md_structures: int             #: ethanol test frames it starts from
     batch_size: int = 8
 
 
@@ -55,12 +59,14 @@ FULL = DemoSettings(
     quick=False, data_size="small", data_spec=SIZES["small"],
     ethanol_sizes=(200, 50, 200), teacher_config=config_path("s2ef/demo_mix_teacher_6b.yml"),
     teacher_epochs=30, relevance_samples=50, reductions=4, kd_samples=1600, ft_epochs=8, bench_repeats=3,
+    md_steps=400, md_structures=1,
 )
 QUICK = DemoSettings(
     quick=True, data_size="quick", data_spec=DemoSize(g2_frames=2, slabs=40, rmd17_frames=100, md22_frames=2,
                                                       qm9_conformers=1, g2_molecules=20),
     ethanol_sizes=(40, 16, 24), teacher_config=config_path("s2ef/demo_quick_teacher_3b.yml"),
     teacher_epochs=2, relevance_samples=8, reductions=2, kd_samples=32, ft_epochs=2, bench_repeats=1,
+    md_steps=20, md_structures=1,
 )
 
 
@@ -123,15 +129,17 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
         for log in (out / "logs").glob("*.done"):
             log.unlink()
 
-    _say(f"1/7 data{' (quick)' if quick else ''}")
+    _say(f"1/8 data{' (quick)' if quick else ''}")
     mix = demo_data(data, settings.data_size, settings.data_spec, 0, _say)
     ethanol = downstream_data(mix, out / "data" / "ethanol", settings.ethanol_sizes, force, _say)
 
-    _say("2/7 teacher")
+    _say("2/8 teacher")
     teacher_path, record = teacher_stage(out, mix, settings, str(teacher) if teacher else None, train_teacher,
                                          fairchem_args, force, _say)
 
-    _say("3/7 block relevance (GradCAM) per pre-training source")
+    _say("3/8 block relevance (GradCAM) per pre-training source")
+    from fairchem_prune.md_check import format_table as md_table
+    from fairchem_prune.md_check import plot_energies
     from fairchem_prune.relevance import plot_relevance
 
     relevance = _stage(out, "relevance", force, lambda: reduction.relevance(teacher_path, mix, settings.relevance_samples, device),
@@ -140,7 +148,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
     print("\nFig. 2 analogue: GradCAM block relevance (combined) per source:\n" + table_rel)
 
     counts = reduction.reduced_counts(record["blocks"], settings.reductions)
-    _say(f"4/7 block reduction to {counts} blocks, with and without distillation")
+    _say(f"4/8 block reduction to {counts} blocks, with and without distillation")
 
     option_blocks = counts[min(1, len(counts) - 1)]
 
@@ -176,7 +184,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
         print(f"\nDistillation options at {reduced['options']['blocks']} blocks:\n" + table_options)
 
     scratch = [counts[len(counts) // 2]]
-    _say(f"5/7 fine-tuning on ethanol ({settings.ft_epochs} epochs each; scratch baseline at {scratch[0]} blocks)")
+    _say(f"5/8 fine-tuning on ethanol ({settings.ft_epochs} epochs each; scratch baseline at {scratch[0]} blocks)")
 
     def finetune() -> dict:
         kd = {k: Path(reduced["checkpoints"][f"kd_{k}b"]) for k in counts}
@@ -191,15 +199,22 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
     table_ft = report.finetune_table(tuned["rows"])
     print("\nFig. 3 analogue: ethanol test MAE after fine-tuning:\n" + table_ft)
 
-    _say("6/7 efficiency benchmark (Table 2 analogue)")
+    md_blocks = sorted({counts[min(1, len(counts) - 1)], counts[-1]}, reverse=True)
+    _say(f"6/8 molecular dynamics of the fine-tuned models (teacher size, {md_blocks} blocks) on ethanol")
+    md = _stage(out, "md", force, lambda: _md_check(out, tuned["rows"], record["blocks"], md_blocks, ethanol, settings),
+                {"md.png": plot_energies})
+    table_md = md_table(md)
+    print("\nMolecular dynamics (NVE) of the fine-tuned models:\n" + table_md)
+
+    _say("7/8 efficiency benchmark (Table 2 analogue)")
     bench = _stage(out, "benchmark", force, lambda: _benchmark(out, teacher_path, record, counts, mix, settings, device))
     table2 = report.efficiency_table(bench)
     print("\nTable 2 analogue:\n" + table2)
 
-    _say("7/7 report")
+    _say("8/8 report")
     checks = report.findings(relevance, counts, reduced["metrics"], tuned["rows"], reduced["seeds"])
     report.write_report(out / "report.md", _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench,
-                                                     checks, tuned, reduced, table_options))
+                                                     checks, tuned, reduced, table_options, table_md))
     print("\nFindings:\n" + "\n".join(f"- {line}" for line in checks))
     _say(f"done: {out / 'report.md'}")
     return {"reduction": reduced, "finetune": tuned, "benchmark": bench, "findings": checks}
@@ -231,8 +246,24 @@ def _benchmark(out: Path, teacher: Path, record: dict, counts: list[int], mix, s
                          forces="config", threads=1 if device == "cpu" else None)
 
 
+def _md_check(out: Path, rows: list[dict], teacher_blocks: int, blocks: list[int], ethanol: Path, settings) -> dict:
+    """md-check of the fine-tuned BR model at the teacher's size and of the BR and BR+KD models at
+    ``blocks``, from the first ethanol test frames."""
+    from fairchem_prune.md_check import MDSettings, check_models
+    from fairchem_prune.md_models import checkpoint_calculators, read_structures
+
+    checkpoints = out / "finetune" / "runs" / "checkpoints"
+    by_key = {(r["init"], r["blocks"]): r["name"] for r in rows}
+    wanted = [("BR", teacher_blocks)] + [(init, k) for k in blocks for init in ("BR", "BR+KD")]
+    named = {("teacher" if k == teacher_blocks else init) + f" {k}b": checkpoints / by_key[(init, k)] / "best_checkpoint.pt"
+             for init, k in wanted if (init, k) in by_key}
+    factories, kinds = checkpoint_calculators(named)
+    return check_models(factories, read_structures(ethanol / "test", settings.md_structures),
+                        MDSettings(steps=settings.md_steps, timestep=0.5, temperature=300.0), kinds=kinds)
+
+
 def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench, checks, tuned, reduced,
-              table_options) -> list[tuple[str, str]]:
+              table_options, table_md) -> list[tuple[str, str]]:
     from fairchem_prune.architectures import by_name
 
     architecture = by_name(record["architecture"])
@@ -266,6 +297,9 @@ def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench,
             "measured side by side (tools/distill_cost.py):\n\n" + table_options if table_options else "")),
         ("Fine-tuning (Fig. 3, Fig. 4)", "![finetune](finetune.png)\n\n![curves](finetune_curves.png)\n\nTest MAE of "
          "the best validation checkpoint; train s = training wall time, validations included, start-up excluded.\n\n" + table_ft),
+        ("Molecular dynamics", f"![md](md.png)\n\nNVE runs (velocity Verlet, 0.5 fs, {settings.md_steps} steps, "
+         f"300 K starting velocities, the same for every model) from {settings.md_structures} ethanol test frame(s), "
+         "of the fine-tuned models (tools/md_check.py). Direct-force models need not conserve energy.\n\n" + table_md),
         ("Efficiency (Table 2)", f"`tools/benchmark.py` on the teacher's architecture ({bench['settings']['samples']} "
          f"EMT slabs, {bench['environment']['device']}, {bench['environment']['threads']} thread(s)). At the demo's "
          "width the block-independent work (graph, bases, embedding) weighs more than at JMP-L size; see the README "
