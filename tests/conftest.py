@@ -315,3 +315,10 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(f"CI=true but {reason}: .ci/run starts the cluster with .ci/slurm.sh start")
     for item in marked:
         item.add_marker(pytest.mark.skip(reason=f"{reason} (start one: .ci/slurm.sh start; eval \"$(.ci/slurm.sh env)\")"))
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory):
+    """A FAIRCHEM_PRUNE_CACHE folder shared by every test that runs the demo (its data is generated once,
+    deterministically)."""
+    return tmp_path_factory.mktemp("demo_cache")

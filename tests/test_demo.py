@@ -20,12 +20,11 @@ ARTEFACTS = ("report.md", "relevance.png", "relevance.json", "reduction.json", "
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """The demo data cache, shared by the module's demo runs."""
+def cache(demo_cache):
+    """The demo data cache, shared by the demo runs of the session."""
     with pytest.MonkeyPatch.context() as patch:
-        folder = tmp_path_factory.mktemp("cache")
-        patch.setenv("FAIRCHEM_PRUNE_CACHE", str(folder))
-        yield folder
+        patch.setenv("FAIRCHEM_PRUNE_CACHE", str(demo_cache))
+        yield demo_cache
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ def run(command, cwd, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
+def installed(tmp_path_factory, demo_cache):
     """(the environment's bin folder, an empty working folder, the shared demo data cache)."""
     root = tmp_path_factory.mktemp("wheel")
     run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", root / "dist", REPO], root)
@@ -38,7 +38,7 @@ def installed(tmp_path_factory):
          "--no-index", wheel], root)
     work = root / "work"
     work.mkdir()
-    return root / "env" / "bin", work, root / "cache"
+    return root / "env" / "bin", work, demo_cache
 
 
 def test_the_package_and_its_configs_come_from_the_wheel(installed):
