@@ -250,6 +250,13 @@ class Architecture:
         with self.capture_block_outputs(model) as outputs:
             yield lambda: {"energy": BranchTap(list(outputs), list)}
 
+    @contextlib.contextmanager
+    def differentiable_forces(self, model: nn.Module) -> Iterator[None]:
+        """Within the context, ``model``'s forces are differentiable functions of the positions in any
+        mode (force-Jacobian distillation of an eval-mode teacher). Default: nothing to change (direct
+        forces are; gradient forces computed with a graph in every mode are)."""
+        yield
+
     def block_output(self, output) -> torch.Tensor:
         """The node features in the output of a block's last module (default: the output itself)."""
         return output

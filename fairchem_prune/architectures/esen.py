@@ -72,21 +72,25 @@ class ESEN(Architecture):
         return any(type(head).__name__ in _GRADIENT_HEADS and head.regress_forces for head in heads)
 
     @contextlib.contextmanager
-    def block_taps(self, model):
-        """The base's taps (each block's output, one ``energy`` branch), with the gradient heads in
-        training mode meanwhile: they differentiate the energy with ``create_graph`` only in training,
-        and a loss on their forces must reach the blocks. eSEN has no dropout, so the outputs do not
-        change."""
+    def differentiable_forces(self, model):
+        """The gradient heads in training mode meanwhile: they differentiate the energy with
+        ``create_graph`` only in training. eSEN has no dropout, so the outputs do not change."""
         heads = [head for head in self._heads(model) if type(head).__name__ in _GRADIENT_HEADS]
         modes = [head.training for head in heads]
         for head in heads:
             head.train()
         try:
-            with super().block_taps(model) as taps:
-                yield taps
+            yield
         finally:
             for head, mode in zip(heads, modes):
                 head.train(mode)
+
+    @contextlib.contextmanager
+    def block_taps(self, model):
+        """The base's taps (each block's output, one ``energy`` branch) with differentiable forces: a
+        loss on the gradient heads' forces must reach the blocks."""
+        with self.differentiable_forces(model), super().block_taps(model) as taps:
+            yield taps
 
     @staticmethod
     def _heads(model) -> list:

@@ -57,6 +57,7 @@ self-contained config.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -323,7 +324,8 @@ class DistillTrainer(ResumesAtCompletedStep, OCPTrainer):
         student's pass started from."""
         settings = self.distill
         grad = self._architecture.forces_are_gradients(self.teacher) or bool(rows)
-        with (torch.set_grad_enabled(grad), _replayed_rng(rng, self.device),
+        differentiable = self._architecture.differentiable_forces(self.teacher) if rows else contextlib.nullcontext()
+        with (torch.set_grad_enabled(grad), _replayed_rng(rng, self.device), differentiable,
               self._architecture.distillation_features(self.teacher) as (node, edge),
               self._optional_atom_energies(self.teacher) as atom_energies):
             raw = _flat_outputs(self.teacher(batch))

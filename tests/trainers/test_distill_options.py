@@ -209,3 +209,26 @@ def test_bad_option_values_are_one_line_errors():
         DistillSettings.from_task({"distill": {**base, "md_steps": 0}})
     with pytest.raises(PruneError, match="no reference labels; with rattle_fraction or md_fraction > 0 set gt_weight: 0"):
         DistillSettings.from_task({"distill": {**base, "md_fraction": 0.2, "gt_weight": 1.0}})
+
+
+def test_jacobian_rows_of_a_gradient_force_teacher(tmp_path, emt_lmdb):
+    """eSEN's forces are energy gradients whose graph its head keeps only in training mode: the adapter's
+    differentiable_forces lets the frozen eval-mode teacher give Jacobian rows; the term is finite, non-zero
+    for a 2-block student of the 4-block teacher, and reaches the student's parameters."""
+    import yaml
+    from conftest import slab_atoms, write_checkpoint
+    from distill_helpers import build_trainer
+
+    by_name("esen_backbone").register_stock()
+    config = yaml.safe_load((CONFIGS / "models" / "esen_tiny.yml").read_text())["model"]
+    write_checkpoint(tmp_path / "esen.pt", build_perturbed(config, seed=1), config)
+    trainer = build_trainer(distill_command("esen_distill_2b.yml", tmp_path / "esen.pt", emt_lmdb, tmp_path, "j",
+                                            "--model.backbone.num_blocks_kept=2", "--task.distill.jacobian_weight=1"))
+    assert not trainer.teacher.training
+    trainer.model.train()
+    batch = to_batch([slab_atoms(), slab_atoms()])
+    loss = trainer._compute_loss(trainer._forward(batch), batch)
+    term = trainer._step["logged"]["distill_jacobian"]
+    assert np.isfinite(term) and term > 0
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer._unwrapped_model.backbone.blocks.parameters())
