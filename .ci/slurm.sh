@@ -99,11 +99,21 @@ start() {
 }
 
 stop() {
+    # each daemon by its pid file and by its command line (a daemon whose pid file is gone), then wait:
+    # slurmctld saves its state on SIGTERM, and one left running holds the ports of the next start
+    local daemon pids pid
     for daemon in slurmd slurmctld; do
-        if [ -f "$DIR/$daemon.pid" ]; then
-            kill "$(cat "$DIR/$daemon.pid")" 2>/dev/null || true
-            rm -f "$DIR/$daemon.pid"
-        fi
+        pids="$(pgrep -f "^$daemon -f $CONF" || true)"
+        [ -f "$DIR/$daemon.pid" ] && pids="$pids $(cat "$DIR/$daemon.pid")"
+        for pid in $pids; do kill "$pid" 2>/dev/null || true; done
+        for _ in $(seq 50); do
+            alive=""
+            for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive=1; done
+            [ -z "$alive" ] && break
+            sleep 0.2
+        done
+        for pid in $pids; do kill -9 "$pid" 2>/dev/null || true; done
+        rm -f "$DIR/$daemon.pid"
     done
     [ "${1:-}" = quiet ] || echo "slurm.sh: stopped"
     rm -rf "$DIR/state" "$DIR/spool"   # job ids restart at 1; tests use fresh submitit folders
