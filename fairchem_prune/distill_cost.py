@@ -26,24 +26,6 @@ OPTIONS = {
 }
 
 
-def build_distill_trainer(config: str | Path, overrides: Sequence[str], run_dir: Path):
-    """The trainer of ``fairchem --mode train --config-yml CONFIG --cpu OVERRIDES`` built in this process
-    as fairchem's runner builds it (no training); its files go to ``run_dir``."""
-    from fairchem.core.common import distutils
-    from fairchem.core.common.flags import flags
-    from fairchem.core.common.utils import build_config, new_trainer_context
-
-    args = ["--mode", "train", "--config-yml", str(config), "--cpu", "--run-dir", str(run_dir), *overrides]
-    parsed, rest = flags.get_parser().parse_known_args(args)
-    distutils.setup_env_local()
-    try:
-        with new_trainer_context(config=build_config(parsed, rest)) as ctx:
-            return ctx.trainer
-    finally:  # fairchem's context skips its clean-up when the trainer cannot be built
-        if torch.distributed.is_initialized():
-            distutils.cleanup()
-
-
 def _step(trainer, batch) -> float:
     start = time.perf_counter()
     out = trainer._forward(batch)
@@ -62,6 +44,7 @@ def measure_options(config: str | Path, overrides: Sequence[str] = (), options: 
 
     from tqdm import tqdm
 
+    from fairchem_prune.fairchem_runs import build_trainer
     from fairchem_prune.trainers.distill import DistillSettings
 
     options = OPTIONS if options is None else options
@@ -69,7 +52,8 @@ def measure_options(config: str | Path, overrides: Sequence[str] = (), options: 
         raise PruneError("--repeats must be at least 1 and --warmup at least 0")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = build_distill_trainer(config, [*overrides, "--timestamp-id", "cost"], Path(tmp))
+        trainer = build_trainer(["--mode", "train", "--config-yml", config, "--cpu", "--run-dir", tmp,
+                                 "--timestamp-id", "cost", *overrides])
         trainer.model.train()
         batch = next(iter(trainer.train_loader))
         base = trainer.distill

@@ -111,3 +111,22 @@ def train_all(runs: Sequence[FairchemRun], fairchem_args: Sequence[str] = (), wo
     errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         raise errors[0]
+
+
+def build_trainer(args: Sequence[str]):
+    """The trainer of the ``fairchem`` command line ``args``, built in this process as fairchem's runner
+    builds it (no training)."""
+    import torch
+    from fairchem.core.common import distutils
+    from fairchem.core.common.flags import flags
+    from fairchem.core.common.utils import build_config, new_trainer_context
+
+    parsed, rest = flags.get_parser().parse_known_args([str(a) for a in args])
+    config = build_config(parsed, rest)
+    distutils.setup_env_local()
+    try:
+        with new_trainer_context(config=config) as ctx:
+            return ctx.trainer
+    finally:  # fairchem's context skips its clean-up when the trainer cannot be built
+        if torch.distributed.is_initialized():
+            distutils.cleanup()

@@ -37,27 +37,23 @@ def export_teacher(checkpoint: Path, target: Path, info: dict) -> dict:
     return record
 
 
-def teacher_core(teacher: Path) -> dict:
-    """The block-holding section (:func:`~fairchem_prune.architectures.core_section`: the model
-    config, or a hydra model's backbone) of an exported teacher's self-contained config, its
-    architecture kwargs and block count, without its name and block origin; read without building
-    the model."""
+def teacher_model_config(teacher: Path) -> dict:
+    """An exported teacher's self-contained ``model:`` config without its block origin
+    (``source_blocks``; hydra: heads included): its architecture, to build anew (the benchmark)."""
     from fairchem_prune.architectures import core_section
     from fairchem_prune.checkpoints import checkpoint_model_config, read_checkpoint
 
-    core = core_section(checkpoint_model_config(read_checkpoint(teacher), teacher))
-    return {k: v for k, v in core.items() if k not in ("name", "model", "source_blocks")}
-
-
-def teacher_model_config(teacher: Path) -> dict:
-    """An exported teacher's ``model:`` config without the block origin (hydra: heads included): its
-    architecture, to build anew (the benchmark)."""
-    from fairchem_prune.architectures import by_name
-    from fairchem_prune.checkpoints import checkpoint_model_config, read_checkpoint
-
-    record = json.loads(teacher.with_suffix(".json").read_text())
     config = checkpoint_model_config(read_checkpoint(teacher), teacher)
-    return by_name(record["architecture"]).with_core(config, teacher_core(teacher))
+    core_section(config).pop("source_blocks", None)
+    return config
+
+
+def teacher_core(teacher: Path) -> dict:
+    """The block-holding section of :func:`teacher_model_config` (the model config, or a hydra model's
+    backbone): the architecture kwargs and block count, without the model name."""
+    from fairchem_prune.architectures import core_section
+
+    return {k: v for k, v in core_section(teacher_model_config(teacher)).items() if k not in ("name", "model")}
 
 
 def _shipped_matches(manifest: dict) -> bool:

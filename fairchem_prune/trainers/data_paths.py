@@ -22,3 +22,13 @@ def check_data_paths(config: dict) -> None:
                 drop = "" if split == "train" else f", or leave the {split} split out (delete dataset.{split} from the config)"
                 raise PruneError(f"dataset.{split}.src {path}: no such file or folder; give the data with "
                                  f"--dataset.{split}.src=PATH{drop}")
+
+
+class ChecksDataPaths:
+    """Mixin for fairchem trainers (before ``OCPTrainer`` in the bases): :func:`check_data_paths` before
+    anything is built."""
+
+    def load(self, inference_only: bool) -> None:
+        if not inference_only:
+            check_data_paths(self.config)
+        super().load(inference_only)

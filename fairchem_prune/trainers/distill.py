@@ -77,10 +77,10 @@ from fairchem_prune.checkpoints import load_source
 from fairchem_prune.errors import PruneError
 from fairchem_prune.graphs import build_graphs_per_structure, builds_graphs_per_structure, check_batch_graphs
 from fairchem_prune.models import check_training_data
-from fairchem_prune.trainers.data_paths import check_data_paths
-from fairchem_prune.trainers.preemption import ResumesAtCompletedStep
 from fairchem_prune.trainers.augmentation import rattle, teacher_md
+from fairchem_prune.trainers.data_paths import ChecksDataPaths
 from fairchem_prune.trainers.jacobian import force_jacobian_rows, sample_rows
+from fairchem_prune.trainers.preemption import ResumesAtCompletedStep
 from fairchem_prune.trainers.sampling import SAMPLING_CHOICES, SourceBalancedBatchSampler, source_ids, source_probabilities
 
 WEIGHTS = ("force_weight", "energy_weight", "n2n_weight", "e2e_weight", "gt_weight", "atom_energy_weight",
@@ -173,13 +173,8 @@ def _replayed_rng(state: tuple, device) -> Iterator[None]:
 
 
 @registry.register_trainer("distill")
-class DistillTrainer(ResumesAtCompletedStep, OCPTrainer):
+class DistillTrainer(ChecksDataPaths, ResumesAtCompletedStep, OCPTrainer):
     """fairchem's ``OCPTrainer`` with a frozen teacher and the distillation loss."""
-
-    def load(self, inference_only: bool) -> None:
-        if not inference_only:
-            check_data_paths(self.config)  # before the model is built
-        super().load(inference_only)
 
     # === set-up: teacher, student, normalizers, sampler ===
     def load_model(self) -> None:

@@ -21,7 +21,7 @@ from fairchem.core.trainers.ocp_trainer import OCPTrainer
 from fairchem_prune import architectures
 from fairchem_prune.errors import PruneError
 from fairchem_prune.models import check_training_data
-from fairchem_prune.trainers.data_paths import check_data_paths
+from fairchem_prune.trainers.data_paths import ChecksDataPaths
 from fairchem_prune.trainers.preemption import ResumesAtCompletedStep
 
 WARMUP_COSINE = "WarmupCosine"
@@ -68,13 +68,8 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, optim: dict, steps_per_epoch
 
 
 @registry.register_trainer("finetune")
-class FinetuneTrainer(ResumesAtCompletedStep, OCPTrainer):
+class FinetuneTrainer(ChecksDataPaths, ResumesAtCompletedStep, OCPTrainer):
     """``OCPTrainer`` with layer-wise learning rates and the ``WarmupCosine`` schedule (see module)."""
-
-    def load(self, inference_only: bool) -> None:
-        if not inference_only:
-            check_data_paths(self.config)  # before the model is built
-        super().load(inference_only)
 
     def load_datasets(self) -> None:
         super().load_datasets()

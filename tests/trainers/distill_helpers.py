@@ -4,9 +4,10 @@ and its trainer built in this process, for the distill trainer tests."""
 import re
 from pathlib import Path
 
-import torch
 import yaml
 from conftest import fairchem
+
+from fairchem_prune.fairchem_runs import build_trainer  # noqa: F401  (the tests build trainers with it)
 
 REPO = Path(__file__).parents[2]
 
@@ -50,21 +51,3 @@ def distil_sliced_student(config: str, teacher: Path, emt_lmdb: dict, run_dir: P
 def logged(log: str, key: str) -> list[float]:
     """Values of ``key`` in fairchem's per-step training log lines."""
     return [float(v) for v in re.findall(rf"ocp_trainer\.py:\d+: \(INFO\): .*?\b{key}: ([0-9.e+-]+)", log)]
-
-
-def build_trainer(args):
-    """Construct the trainer of the fairchem command line ``args`` in this process, as fairchem's
-    runner does (no training)."""
-    from fairchem.core.common import distutils
-    from fairchem.core.common.flags import flags
-    from fairchem.core.common.utils import build_config, new_trainer_context
-
-    parsed, rest = flags.get_parser().parse_known_args([str(a) for a in args])
-    config = build_config(parsed, rest)
-    distutils.setup_env_local()
-    try:
-        with new_trainer_context(config=config) as ctx:
-            return ctx.trainer
-    finally:  # fairchem's context skips its clean-up when the trainer cannot be built
-        if torch.distributed.is_initialized():
-            distutils.cleanup()
