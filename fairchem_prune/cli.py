@@ -26,6 +26,7 @@ COMMANDS = {
     "benchmark": "benchmark",
     "distill-cost": "distill_cost",
     "md-check": "md_check",
+    "compress": "compress",
 }
 
 

@@ -54,6 +54,40 @@ class FairchemRun:
     def finished(self) -> bool:
         return self.done_marker.exists()
 
+    @property
+    def submitted_marker(self) -> Path:
+        """``LOG.submitted``: the Slurm job id of a run submitted with :meth:`submit`."""
+        return self.log.with_suffix(".submitted")
+
+    def submit(self, fairchem_args: Sequence[str] = ()) -> str:
+        """Submit the run to Slurm through fairchem's ``--submit`` (submitit); returns the job id, also
+        kept in :attr:`submitted_marker`."""
+        lines: list[str] = []
+        self.train(fairchem_args, on_line=lines.append, submit=True)
+        found = [line.rsplit("Submitted jobs: ", 1)[1].strip() for line in lines if "Submitted jobs: " in line]
+        if not found:
+            raise PruneError(f"fairchem did not report a Slurm job for run {self.name}; see {self.log}")
+        self.submitted_marker.write_text(found[-1] + "\n")
+        return found[-1]
+
+    def slurm_state(self) -> str | None:
+        """Where a submitted run stands: None (never submitted, or finished here), ``"done"`` (the job
+        returned; the run is then marked finished), or the job's Slurm state (``PENDING``,
+        ``RUNNING``; ``FAILED`` and the like, or ``failed`` when its result is an error)."""
+        if self.finished or not self.submitted_marker.exists():
+            return None
+        import submitit
+        from submitit.core.utils import pickle_load
+
+        job = submitit.SlurmJob(folder=self.run_dir / "slurm" / "%j", job_id=self.submitted_marker.read_text().strip())
+        if not job.paths.result_pickle.exists():
+            return job.state
+        outcome, _ = pickle_load(job.paths.result_pickle)
+        if outcome != "success":
+            return "failed"
+        self.done_marker.write_text("slurm\n")
+        return "done"
+
     def command(self, fairchem_args: Sequence[str] = (), submit: bool = False) -> list[str]:
         """The stock ``fairchem`` command line that trains (or resumes) this run."""
         command = [

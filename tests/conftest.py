@@ -116,6 +116,24 @@ S2EF_SECTIONS = {
 }
 
 
+#: a fine-tuning task on the EMT slab LMDBs (``emt_lmdb``): what ``fairchem-prune compress --task`` takes
+S2EF_TASK = {
+    "model": {"regress_forces": True, "use_pbc": True},
+    "dataset": {"train": {"format": "lmdb", "src": "set/by/compress", "transforms": {"normalizer": {"fit": {
+        "targets": {"energy": {}, "forces": {"mean": 0.0}}, "batch_size": 8}}}}},
+    **{key: copy.deepcopy(S2EF_SECTIONS[key]) for key in ("outputs", "loss_functions", "evaluation_metrics")},
+    "optim": {"batch_size": 4, "eval_batch_size": 8, "num_workers": 0, "lr_initial": 1.0e-3},
+}
+
+
+def write_task(path, **changes):
+    """:data:`S2EF_TASK` with top-level ``changes`` as YAML at ``path``; returns ``path``."""
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump({**copy.deepcopy(S2EF_TASK), **changes}))
+    return path
+
+
 def build_perturbed(model_config: dict, seed: int = 0) -> torch.nn.Module:
     """A stock fairchem model (any registered name) whose every parameter, norms included, is
     shifted by random noise, so that a misplaced one shows."""

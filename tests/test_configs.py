@@ -119,3 +119,21 @@ def test_design_card_example_is_qm9_u0_with_4_blocks():
 def test_demo_finetuning_keeps_the_demo_teachers_graph_and_head():
     model = load(CONFIGS / "finetune" / "demo_ethanol_4b.yml")["model"]
     assert not {"absolute_rbf_cutoff", "num_mlps", "head_init", "qint_tags", "cutoff"} & set(model)
+
+
+def test_each_architecture_recipe_trains_its_reduced_model_with_the_finetune_trainer():
+    from fairchem_prune.architectures import all_architectures, core_section
+    from fairchem_prune.resources import config_path
+
+    for architecture in all_architectures():
+        config, _, conflicts = load_config(str(config_path(architecture.finetune_recipe)))
+        core = core_section(config["model"])
+        assert not conflicts and config["trainer"] == "finetune" and "layerwise_lr" in config["optim"]
+        assert core.get("model", core.get("name")) in (architecture.reduced_model, architecture.reduced_backbone)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_task_files_are_complete_tasks(task):
+    """What `fairchem-prune compress --task` needs: data, targets, losses, metrics in the one file."""
+    config, _, conflicts = load_config(str(CONFIGS / "finetune" / "tasks" / f"{task}.yml"))
+    assert not conflicts and {"dataset", "outputs", "loss_functions", "evaluation_metrics"} <= set(config)

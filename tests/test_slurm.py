@@ -2,7 +2,7 @@
 distillation trains to the end and its student loads in ``OCPCalculator``; a job preempted for real
 (``scancel --signal=USR2``) checkpoints, is requeued, resumes and finishes with the losses of an
 uninterrupted run, with 1 and with 2 gloo ranks; a fine-tuning run of a shipped config and the ablation
-tool's ``--submit`` run through sbatch."""
+tool's ``--submit`` run through sbatch; ``compress --submit`` follows its jobs to the final checkpoint."""
 
 import json
 import os
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_GEMNET, build_perturbed, fairchem, molecule_atoms, tiny_config, write_checkpoint
+from conftest import TINY_GEMNET, build_perturbed, fairchem, molecule_atoms, tiny_config, write_checkpoint, write_task
 
 pytestmark = pytest.mark.slurm
 
@@ -95,12 +95,12 @@ def test_distillation_trains_through_sbatch_and_the_student_loads(teacher, emt_l
 
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_a_preempted_job_resumes_with_the_uninterrupted_losses(teacher, emt_lmdb, tmp_path, ranks):
-    """30 epochs of 3 steps (24 slabs, 8 per step and over all ranks); USR2 as Slurm sends it at
-    preemption after step 3: checkpoint.pt, requeue, resume after the saved step, 90 steps in all, every
+    """10 epochs of 3 steps (24 slabs, 8 per step and over all ranks); USR2 as Slurm sends it at
+    preemption after step 3: checkpoint.pt, requeue, resume after the saved step, 30 steps in all, every
     step's losses equal to an uninterrupted local run's (rtol 1e-4)."""
     import torch
 
-    common = ["--optim.max_epochs=30", "--optim.eval_every=90", f"--optim.batch_size={8 // ranks}", "--num-gpus",
+    common = ["--optim.max_epochs=10", "--optim.eval_every=30", f"--optim.batch_size={8 // ranks}", "--num-gpus",
               str(ranks)]
     job = submit([*distill(teacher, emt_lmdb, tmp_path, "sub", *common), *SUBMIT, "--logdir", tmp_path / "slurm"],
                  tmp_path)
@@ -109,13 +109,13 @@ def test_a_preempted_job_resumes_with_the_uninterrupted_losses(teacher, emt_lmdb
     log = wait(job, tmp_path / "slurm")
     assert "Checkpointing callback is triggered" in log
     saved = torch.load(tmp_path / "checkpoints" / "sub" / "checkpoint.pt", weights_only=False)["step"]
-    assert saved == 90  # the finished run's last checkpoint
+    assert saved == 30  # the finished run's last checkpoint
     steps = [float(v) for v in re.findall(r"ocp_trainer\.py:\d+: \(INFO\): .*?step: ([0-9.e+-]+)", log)]
-    assert steps.count(1.0) == 1 and steps[-1] == 90 and sorted(set(steps)) == [float(s) for s in range(1, 91)]
+    assert steps.count(1.0) == 1 and steps[-1] == 30 and sorted(set(steps)) == [float(s) for s in range(1, 31)]
     fairchem(*distill(teacher, emt_lmdb, tmp_path, "whole", *common, "--cpu"), cwd=tmp_path)
     for tag in ("distill_loss", "distill_forces", "distill_n2n"):
         resumed, whole = scalars(tmp_path, "sub", tag), scalars(tmp_path, "whole", tag)
-        assert sorted(resumed) == sorted(whole) == list(range(1, 91))
+        assert sorted(resumed) == sorted(whole) == list(range(1, 31))
         np.testing.assert_allclose([resumed[s] for s in whole], list(whole.values()), rtol=1e-4, err_msg=tag)
 
 
@@ -149,3 +149,27 @@ def test_finetuning_and_the_ablation_tool_submit_through_sbatch(tmp_path, emt_lm
     assert summary.returncode == 0, summary.stderr[-2000:]
     runs = json.loads((tmp_path / "abl" / "ablation.json").read_text())["runs"]
     assert [r["removed"] for r in runs] == ["f_2", "f_3"] and all(r["metrics"] for r in runs)
+
+
+def test_compress_submits_its_runs_and_follows_them_to_the_final_checkpoint(tmp_path, emt_lmdb):
+    """Candidates as Slurm jobs, a re-run that sees them finish, picks and submits the final fine-tune, and
+    one more that exports it; the same pick as the budget rule on the recorded errors."""
+    config = {"name": "gemnet_oc", **tiny_config(num_blocks=2)}
+    write_checkpoint(tmp_path / "pre.pt", build_perturbed(config), config)
+    args = [sys.executable, str(REPO / "tools" / "compress.py"), "--checkpoint", tmp_path / "pre.pt", "--task",
+            write_task(tmp_path / "task.yml"), "--train", emt_lmdb["train"], "--val", emt_lmdb["val"], "--epochs", "1",
+            "--final-epochs", "1", "--order", "last", "--budget", "1000%", "--out", tmp_path / "out", "--submit", "--",
+            *SUBMIT[2:]]
+    said = []
+    for _ in range(4):
+        run = subprocess.run(list(map(str, args)), capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+        said.append(run.stdout)
+        if "[compress] done:" in run.stdout:
+            break
+        for job in re.findall(r"submitted \(Slurm job (\S+);", run.stdout):
+            wait(job, tmp_path / "out" / "runs" / "slurm")
+    assert [len(re.findall("submitted", s)) for s in said] == [2, 1, 0], said
+    assert "full_2b: Slurm job" in said[1] and "finished" in said[1] and "pick: br_1b" in said[1]
+    result = json.loads((tmp_path / "out" / "compress.json").read_text())
+    assert result["pick"] == "br_1b" and Path(result["final"]["checkpoint"]).is_file()

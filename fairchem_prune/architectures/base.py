@@ -102,6 +102,9 @@ class Architecture:
     #: distillation on the pre-training mix, and fine-tuning on the demo task
     distill_config: str = ""
     demo_finetune_config: str = ""
+    #: the fine-tuning recipe of the reduced model (configs/, e.g. ``finetune/gemnet_recipe.yml``): trainer,
+    #: optimiser, schedule and the model's name (hydra: backbone and heads), to which ``compress`` adds a task
+    finetune_recipe: str = ""
     #: the module of the core whose output every head reads: distillation's node features, if one
     readout_input: str | None = None
     #: ``mlp_init`` choices of the slicing tool (the first readout layer); one choice: nothing to choose

@@ -42,6 +42,7 @@ class EquiformerV2(Architecture):
     readout_input = "norm"  # the final norm: its output (|V|, sum (lmax+1)^2, sphere_channels) feeds both heads
     distill_config = "s2ef/eqv2_distill_base.yml"
     demo_finetune_config = "finetune/demo_ethanol_eqv2_base.yml"
+    finetune_recipe = "finetune/eqv2_recipe.yml"
     parameter_rules = (
         (r"sphere_embedding\.", "embedding"),
         (r"(edge_degree_embedding|norm|energy_block|force_block)\.", "shared"),

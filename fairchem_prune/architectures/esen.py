@@ -62,6 +62,7 @@ class ESEN(Architecture):
     )
     distill_config = "s2ef/esen_distill_base.yml"
     demo_finetune_config = "finetune/demo_ethanol_esen_base.yml"
+    finetune_recipe = "finetune/esen_recipe.yml"
 
     def forces_are_gradients(self, model) -> bool:
         """True for a hydra model with an ``esen_mlp_efs_head`` predicting forces; a backbone alone:

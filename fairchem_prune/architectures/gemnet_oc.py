@@ -174,6 +174,7 @@ class GemNetOC(Architecture):
     has_edge_features = True
     distill_config = "s2ef/distill_base.yml"
     demo_finetune_config = "finetune/demo_ethanol_base.yml"
+    finetune_recipe = "finetune/gemnet_recipe.yml"
     mlp_init_choices = ("sliced", "random")
     atom_energy_module = "out_energy"
 

@@ -62,6 +62,7 @@ class PaiNN(Architecture):
     )
     distill_config = "s2ef/painn_distill_base.yml"
     demo_finetune_config = "finetune/demo_ethanol_painn_base.yml"
+    finetune_recipe = "finetune/painn_recipe.yml"
 
     def defaults(self) -> dict:
         return {**super().defaults(), **_BODY_DEFAULTS}

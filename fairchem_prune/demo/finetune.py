@@ -20,6 +20,7 @@ from fairchem.core.common.utils import load_config
 from fairchem_prune.architectures import by_name
 from fairchem_prune.fairchem_runs import FairchemRun
 from fairchem_prune.resources import config_path
+from fairchem_prune.trainers.finetune import extend_multipliers
 
 INITS = ("BR", "BR/RandomMLP", "BR+KD", "scratch")
 
@@ -71,8 +72,7 @@ def finetune_runs(teacher: Path, record: dict, counts: list[int], kd: dict[int, 
              "eval_every": max(1, steps_per_epoch // 2), "print_every": steps_per_epoch}
     multipliers = yaml.safe_load((config_path("finetune/recipe.yml")).read_text())["optim"]["layerwise_lr"]
     if record["blocks"] > len(multipliers["blocks"]):  # JMP-L's 6 multipliers, the last one repeated
-        extra = record["blocks"] - len(multipliers["blocks"])
-        optim["layerwise_lr"] = {**multipliers, "blocks": multipliers["blocks"] + multipliers["blocks"][-1:] * extra}
+        optim["layerwise_lr"] = extend_multipliers(multipliers, record["blocks"])
     base = config_path(by_name(record["architecture"]).demo_finetune_config)
     base_model = load_config(str(base))[0]["model"]
     runs = []

@@ -58,10 +58,18 @@ def layerwise_param_groups(model: torch.nn.Module, lr: float, weight_decay: floa
             for (scale, decay), params in sorted(groups.items())]
 
 
+def extend_multipliers(layerwise_lr: dict, num_blocks: int) -> dict:
+    """``layerwise_lr`` with a multiplier for each of ``num_blocks`` blocks: the last one repeated where
+    the recipe lists fewer (JMP-L's recipe has 6)."""
+    blocks = list(layerwise_lr["blocks"])
+    return {**layerwise_lr, "blocks": blocks + blocks[-1:] * max(0, num_blocks - len(blocks))}
+
+
 def warmup_cosine(optimizer: torch.optim.Optimizer, optim: dict, steps_per_epoch: int) -> LRScheduler:
     """fairchem ``LRScheduler`` (``LambdaLR``) with fairchem's ``CosineLRLambda`` in steps."""
     schedule = CosineLRLambda(
-        warmup_epochs=int(optim["warmup_epochs"] * steps_per_epoch), warmup_factor=optim["warmup_factor"],
+        # at least one warm-up step: fairchem's lambda divides by their number
+        warmup_epochs=max(1, int(optim["warmup_epochs"] * steps_per_epoch)), warmup_factor=optim["warmup_factor"],
         epochs=int(optim["cosine_epochs"] * steps_per_epoch), lr_min_factor=optim["lr_min_factor"],
     )
     return LRScheduler(optimizer, {"scheduler": "LambdaLR", "lr_lambda": schedule})

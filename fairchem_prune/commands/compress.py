@@ -1,0 +1,64 @@
+"""``fairchem-prune compress`` / ``tools/compress.py``."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = ("fine-tune every block count of a pre-trained checkpoint on a task, pick the fewest blocks within an "
+               "accuracy budget of the full model and fine-tune it to the end")
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected block counts such as 4,3,2, got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from fairchem_prune.architectures import supported
+    from fairchem_prune.compress import ORDERS
+
+    parser.add_argument("--checkpoint", required=True, help=f"pre-trained fairchem checkpoint ({supported()}; a JMP "
+                        "checkpoint converted by convert-jmp)")
+    parser.add_argument("--task", required=True, nargs="+", metavar="YAML",
+                        help="fairchem task config(s), merged in order: dataset (format, transforms), outputs, losses, "
+                             "metrics, model keys (e.g. configs/finetune/tasks/rmd17_aspirin.yml)")
+    parser.add_argument("--train", required=True, help="training LMDB file or folder")
+    parser.add_argument("--val", required=True, help="validation LMDB file or folder (the budget is judged on it)")
+    parser.add_argument("--budget", required=True, help="allowed validation error above the full model's: relative (5%%) "
+                        "or absolute with a unit (2meV/A, 10meV)")
+    parser.add_argument("--out", required=True, help="working folder; finished steps in it are skipped on a re-run")
+    parser.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs of every candidate (default: 5)")
+    parser.add_argument("--final-epochs", type=int, help="epochs of the pick's final fine-tune (default: the recipe's / task's max_epochs)")
+    parser.add_argument("--blocks", type=_counts, help="block counts to try, e.g. 5,4,3 (default: every count below the checkpoint's)")
+    parser.add_argument("--order", choices=ORDERS, default="relevance",
+                        help="which blocks a k-block candidate keeps: the k most relevant by GradCAM (default) or the first k")
+    parser.add_argument("--relevance-samples", type=int, default=200, help="training structures the relevance is computed on")
+    parser.add_argument("--distill", metavar="LMDB", help="pre-training structures: also try each count distilled from the full model on them")
+    parser.add_argument("--distill-samples", type=int, help="structures each distillation sees (default: one pass over --distill)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the relevance subset and the distillation order")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--workers", type=int, default=1, help="local training runs at a time (single-threaded each when > 1)")
+    parser.add_argument("--submit", action="store_true", help="submit the runs to Slurm through fairchem's submitit "
+                        "launcher; re-run the same command to follow them and go on")
+    parser.add_argument("fairchem_args", nargs=argparse.REMAINDER,
+                        help="after --: arguments passed to every fairchem run (e.g. -- --slurm-partition P --num-gpus 1)")
+
+
+def run(args: argparse.Namespace) -> None:
+    from fairchem_prune.compress import CompressSettings, run_compress
+
+    from pathlib import Path
+
+    def absolute(path: str | None) -> str | None:  # settings.json compares the files, wherever it is run from
+        return str(Path(path).resolve()) if path else None
+
+    settings = CompressSettings(
+        checkpoint=absolute(args.checkpoint), tasks=[absolute(t) for t in args.task], train=absolute(args.train),
+        val=absolute(args.val), epochs=args.epochs, blocks=args.blocks, order=args.order, distill=absolute(args.distill),
+        distill_samples=args.distill_samples, relevance_samples=args.relevance_samples, seed=args.seed,
+    )
+    passthrough = args.fairchem_args[1:] if args.fairchem_args[:1] == ["--"] else args.fairchem_args
+    run_compress(settings, args.out, args.budget, final_epochs=args.final_epochs, device=args.device,
+                 workers=args.workers, submit=args.submit, fairchem_args=passthrough)

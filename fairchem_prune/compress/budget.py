@@ -1,0 +1,67 @@
+"""The accuracy budget of ``fairchem-prune compress`` and the rule that picks a candidate with it.
+
+A budget is relative (``5%``: at most 5% above the reference's validation error) or absolute with a
+unit (``2meV/A``: at most 2 meV/Å above it). The reference is the full model fine-tuned under the same
+compute budget as the candidates. The rule picks the candidate with the fewest blocks whose error is
+within the budget; between candidates of the same block count (BR and BR+KD), the lower error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from fairchem_prune.errors import PruneError
+
+#: budget units -> (factor to fairchem's units, eV or eV/Å; whether the unit is per Å)
+UNITS = {"mev/a": (1e-3, True), "mev/å": (1e-3, True), "ev/a": (1.0, True), "ev/å": (1.0, True),
+         "mev": (1e-3, False), "ev": (1.0, False)}
+_BUDGET = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%|[a-zA-Zå/Å]+)\s*")
+#: substrings of fairchem metric names that are errors (lower is better)
+ERROR_METRICS = ("mae", "mse", "rmse")
+
+
+@dataclass(frozen=True)
+class Budget:
+    text: str          #: as the user wrote it
+    relative: float | None = None   #: fraction above the reference (0.05 for 5%)
+    absolute: float | None = None   #: amount above the reference, in the metric's units (eV, eV/Å)
+
+    def limit(self, reference: float) -> float:
+        """The largest error within the budget of a reference error ``reference``."""
+        return reference * (1.0 + self.relative) if self.relative is not None else reference + self.absolute
+
+
+def parse_budget(text: str, metric: str) -> Budget:
+    """``5%`` / ``2meV/A`` / ``0.01 eV`` for fairchem's primary ``metric`` (e.g. ``forces_mae``, eV/Å)."""
+    if not any(part in metric for part in ERROR_METRICS):
+        raise PruneError(f"the task's primary metric {metric!r} is not an error (MAE, MSE, RMSE); "
+                         "set evaluation_metrics.primary_metric to one, e.g. forces_mae")
+    match = _BUDGET.fullmatch(str(text))
+    if not match:
+        raise PruneError(f"--budget {text!r}: give a relative budget such as 5% or an absolute one with a unit "
+                         "such as 2meV/A or 10meV")
+    value, unit = float(match.group(1)), match.group(2)
+    if unit == "%":
+        return Budget(text, relative=value / 100.0)
+    if unit.lower() not in UNITS:
+        raise PruneError(f"--budget {text!r}: unknown unit {unit!r}; use % or one of meV/A, eV/A, meV, eV")
+    factor, per_angstrom = UNITS[unit.lower()]
+    if per_angstrom != metric.startswith("forces"):
+        wanted = "meV/A or eV/A" if metric.startswith("forces") else "meV or eV"
+        raise PruneError(f"--budget {text!r}: the primary metric {metric} is not in {unit}; give it in {wanted} or as %")
+    return Budget(text, absolute=value * factor)
+
+
+def pick(candidates: list[dict], reference: float, budget: Budget) -> dict:
+    """The candidate (``{"name", "blocks", "error", ...}``) with the fewest blocks within ``budget`` of
+    the ``reference`` error (ties: the lower error). PruneError naming the closest one if none is."""
+    limit = budget.limit(reference)
+    within = [c for c in candidates if c["error"] <= limit]
+    if within:
+        return min(within, key=lambda c: (c["blocks"], c["error"]))
+    closest = min(candidates, key=lambda c: c["error"])
+    raise PruneError(
+        f"no candidate is within {budget.text} of the full model's {reference:.4g} (at most {limit:.4g}); the closest is "
+        f"{closest['name']} at {closest['error']:.4g} ({100 * (closest['error'] / reference - 1):+.1f}%); "
+        "loosen --budget, fine-tune longer (--epochs) or add distilled candidates (--distill)")
