@@ -61,9 +61,14 @@ class Candidate:
     blocks: int
     kept: list[int]             #: the checkpoint's blocks it keeps (0-based)
     distilled: bool
-    run: FairchemRun | None          #: its fine-tuning (a kd_ candidate's is known once its student is)
+    start: Path                      #: the checkpoint its fine-tuning starts from (kd_: the distilled student)
+    run: FairchemRun | None = None   #: its fine-tuning (a kd_ candidate's is written once its student is)
     distill_run: FairchemRun | None = None
-    start: Path | None = None        #: the checkpoint it starts from, where not the pre-trained one (kd_: the student)
+
+    def core(self) -> dict:
+        """Its fine-tuning model's checkpoint and kept blocks (kd_: every block of the student)."""
+        return {"pretrained_checkpoint": str(self.start.resolve()),
+                "kept_blocks": list(range(self.blocks)) if self.distilled else self.kept}
 
 
 def _say(message: str) -> None:
@@ -131,11 +136,10 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
 
     candidates = []
     for k in counts:
-        name = f"br_{k}b"
-        core = {"pretrained_checkpoint": str(checkpoint.resolve()), "kept_blocks": kept[k]}
-        run = FairchemRun(name, config_of(name, core, settings.epochs, f"blocks {kept[k]} of {checkpoint.name}"),
-                          out / "runs", out / "logs" / f"{name}.log")
-        candidates.append(Candidate(name, k, kept[k], False, run))
+        c = Candidate(f"br_{k}b", k, kept[k], False, checkpoint)
+        c.run = FairchemRun(c.name, config_of(c.name, c.core(), settings.epochs, f"blocks {kept[k]} of {checkpoint.name}"),
+                            out / "runs", out / "logs" / f"{c.name}.log")
+        candidates.append(c)
     if settings.distill:
         candidates += _distilled(settings, out, checkpoint, architecture, counts, kept, config_of)
 
@@ -146,9 +150,7 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     for c in candidates:
         if c.distilled:
             _export(c.distill_run.best_checkpoint, c.start)
-            c.run = FairchemRun(c.name, config_of(c.name, {"pretrained_checkpoint": str(c.start.resolve()),
-                                                           "kept_blocks": list(range(c.blocks))}, settings.epochs,
-                                                  f"the student of {c.distill_run.name}"),
+            c.run = FairchemRun(c.name, config_of(c.name, c.core(), settings.epochs, f"the student of {c.distill_run.name}"),
                                 out / "runs", out / "logs" / f"{c.name}.log")
     if not _launch([c.run for c in candidates if c.distilled], fairchem_args, workers, submit):
         return None
@@ -174,11 +176,8 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     # the final fine-tune of the pick
     winner = next(c for c in candidates if c.name == chosen["name"])
     epochs = final_epochs or int(base.get("optim", {}).get("max_epochs", settings.epochs))
-    start = winner.start if winner.distilled else checkpoint
     name = f"final_{winner.name}_e{epochs}"
-    final = FairchemRun(name, config_of(name, {"pretrained_checkpoint": str(start.resolve()),
-                                               "kept_blocks": list(range(winner.blocks)) if winner.distilled else winner.kept},
-                                        epochs, f"the pick {winner.name}, fine-tuned to the end"),
+    final = FairchemRun(name, config_of(name, winner.core(), epochs, f"the pick {winner.name}, fine-tuned to the end"),
                         out / "runs", out / "logs" / f"{name}.log")
     if not _launch([final], fairchem_args, workers, submit):
         return None
@@ -339,8 +338,7 @@ def _distilled(settings, out, checkpoint, architecture, counts, kept, config_of)
         }, path, f"fairchem-prune compress: distillation of blocks {kept[k]} of {checkpoint.name} on {data}",
             started=(out / "logs" / f"{name}.log").exists())
         run = FairchemRun(name, path, out / "runs", out / "logs" / f"{name}.log", args=("--seed", str(settings.seed)))
-        result.append(Candidate(f"kd_{k}b", k, kept[k], True, run=None, distill_run=run,
-                                start=out / "students" / f"kd_{k}b.pt"))
+        result.append(Candidate(f"kd_{k}b", k, kept[k], True, out / "students" / f"kd_{k}b.pt", distill_run=run))
     return result
 
 
