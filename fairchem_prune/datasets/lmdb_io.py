@@ -73,7 +73,5 @@ def open_lmdb_dataset(path: str | Path):
         try:
             lmdb.open(str(file), subdir=False, readonly=True, lock=False).close()
         except lmdb.Error as err:
-            if "already open in this process" in str(err):  # a live dataset of this process reads it
-                continue
             raise PruneError(f"data {file} cannot be read as a fairchem LMDB ({err})".splitlines()[0]) from None
     return LmdbDataset({"src": str(path)})
