@@ -4,8 +4,9 @@ its name only once it is complete."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from fairchem_prune.errors import PruneError
@@ -28,3 +29,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def json_stage(path: str | Path, compute: Callable[[], object], force: bool = False,
+               figures: dict | None = None) -> tuple[object, bool]:
+    """``(result, fresh)``: the JSON at ``path`` if it exists (and not ``force``), else ``compute()``
+    written there atomically; ``figures`` (path -> ``draw(result, path)``) are drawn when the result is
+    new or they are missing. The result is read back from the file, so that a first run and a re-run
+    see the same objects (lists, not tuples)."""
+    path = Path(path)
+    fresh = force or not path.exists()
+    if fresh:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(compute(), indent=2) + "\n")
+    result = json.loads(path.read_text())
+    for figure, draw in (figures or {}).items():
+        if fresh or not Path(figure).exists():
+            draw(result, Path(figure))
+    return result, fresh

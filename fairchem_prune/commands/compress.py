@@ -47,9 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from fairchem_prune.compress import CompressSettings, run_compress
-
     from pathlib import Path
+
+    from fairchem_prune.compress import CompressSettings, run_compress
 
     def absolute(path: str | None) -> str | None:  # settings.json compares the files, wherever it is run from
         return str(Path(path).resolve()) if path else None

@@ -33,7 +33,7 @@ from fairchem_prune.compress.budget import parse_budget, pick
 from fairchem_prune.compress.configs import finetune_base, run_config, write_config
 from fairchem_prune.errors import PruneError
 from fairchem_prune.fairchem_runs import FairchemRun, train_all
-from fairchem_prune.files import atomic_path
+from fairchem_prune.files import json_stage
 
 ORDERS = ("relevance", "last")
 
@@ -224,12 +224,10 @@ def _check_settings(out: Path, settings: CompressSettings) -> None:
 
 
 def _stage(path: Path, compute) -> dict:
+    """:func:`~fairchem_prune.files.json_stage`, saying when it was found."""
     if path.exists():
         _say(f"{path.name}: found, skipped")
-    else:
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(compute(), indent=2) + "\n")
-    return json.loads(path.read_text())
+    return json_stage(path, compute)[0]
 
 
 @contextlib.contextmanager

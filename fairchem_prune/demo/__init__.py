@@ -32,7 +32,7 @@ from pathlib import Path
 
 from fairchem_prune.demo.generation import SIZES, DemoSize
 from fairchem_prune.errors import PruneError
-from fairchem_prune.files import atomic_path
+from fairchem_prune.files import json_stage
 from fairchem_prune.resources import config_path
 
 
@@ -75,21 +75,12 @@ def _say(message: str) -> None:
 
 
 def _stage(out: Path, name: str, force: bool, compute, figures: dict | None = None) -> dict:
-    """The stage's ``out/<name>.json`` if it exists (and not ``force``), else ``compute()`` saved there;
-    ``figures`` (file name -> ``draw(result, path)``) are drawn when the result is new or they are missing."""
+    """The stage's ``out/<name>.json`` (:func:`~fairchem_prune.files.json_stage`); ``figures``: file
+    name under ``out`` -> ``draw(result, path)``."""
     path = out / f"{name}.json"
-    fresh = force or not path.exists()
-    if fresh:
-        result = compute()
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
-    else:
+    if path.exists() and not force:
         _say(f"{name}: found {path}, skipped")
-    result = json.loads(path.read_text())  # the same objects (lists, not tuples) on every run
-    for figure, draw in (figures or {}).items():
-        if fresh or not (out / figure).exists():
-            draw(result, out / figure)
-    return result
+    return json_stage(path, compute, force, {out / f: draw for f, draw in (figures or {}).items()})[0]
 
 
 def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = False, device: str = "cpu",
