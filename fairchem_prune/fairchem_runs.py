@@ -46,6 +46,20 @@ class FairchemRun:
     def tensorboard_dir(self) -> Path:
         return self.run_dir / "logs" / "tensorboard" / self.name
 
+    def validation_curve(self, metric: str = "forces_mae") -> tuple[list[tuple[float, int, float]], float]:
+        """``([(seconds, step, value)], training seconds)`` of the validation ``metric`` in the run's
+        tensorboard events; seconds count from one step before the first logged training step (start-up
+        time excluded) to each validation, and to the end of training (its last step or validation)."""
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(self.tensorboard_dir), size_guidance={"scalars": 0})
+        events.Reload()
+        train = events.Scalars("train/loss")
+        step_time = (train[1].wall_time - train[0].wall_time) / max(1, train[1].step - train[0].step) if len(train) > 1 else 0.0
+        start = train[0].wall_time - step_time * train[0].step
+        val = events.Scalars(f"val/{metric}")
+        return [(e.wall_time - start, e.step, e.value) for e in val], max(train[-1].wall_time, val[-1].wall_time) - start
+
     @property
     def done_marker(self) -> Path:
         return self.log.with_suffix(".done")

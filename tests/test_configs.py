@@ -116,9 +116,10 @@ def test_design_card_example_is_qm9_u0_with_4_blocks():
     assert load(CONFIGS / "finetune" / "qm9_4b.yml") == load(CONFIGS / "finetune" / "qm9_u0_4b.yml")
 
 
-def test_demo_finetuning_keeps_the_demo_teachers_graph_and_head():
+def test_demo_finetuning_keeps_the_demo_teachers_cutoffs_and_head_on_ethanols_whole_graph():
     model = load(CONFIGS / "finetune" / "demo_ethanol_4b.yml")["model"]
     assert not {"absolute_rbf_cutoff", "num_mlps", "head_init", "qint_tags", "cutoff"} & set(model)
+    assert model["max_neighbors"] == model["max_neighbors_aint"] == 8  # every other atom of ethanol (9 atoms)
 
 
 def test_each_architecture_recipe_trains_its_reduced_model_with_the_finetune_trainer():

@@ -15,7 +15,7 @@ REPO = Path(__file__).parents[1]
 
 REWRITTEN = ("report.md", "demo.json")
 ARTEFACTS = ("report.md", "relevance.png", "relevance.json", "reduction.json", "finetune.json", "finetune.png",
-             "finetune_curves.png", "md.json", "md.png", "benchmark.json", "teacher.pt", "teacher.json", "reduction/br_2b.pt",
+             "finetune_curves.png", "md.json", "md.png", "benchmark.json", "teacher.pt", "teacher.json", "teacher_curve.png", "reduction/br_2b.pt",
              "reduction/kd_1b.pt", "data/ethanol/test/data.lmdb")
 
 
@@ -41,12 +41,17 @@ def test_every_artefact_is_written(demo):
     out, result, *_ = demo
     for name in ARTEFACTS:
         assert (out / name).stat().st_size > 0, name
-    for figure in ("relevance.png", "finetune.png", "finetune_curves.png", "md.png"):
+    for figure in ("relevance.png", "finetune.png", "finetune_curves.png", "md.png", "teacher_curve.png"):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG"
     report = (out / "report.md").read_text()
-    for needle in ("![relevance](relevance.png)", "![finetune](finetune.png)", "![curves](finetune_curves.png)", "![md](md.png)",
+    for needle in ("![teacher](teacher_curve.png)", "![relevance](relevance.png)", "![finetune](finetune.png)", "![curves](finetune_curves.png)", "![md](md.png)",
                    "| 1 | ", "BR+KD", "Findings", "measured / bound", "Quick mode"):
         assert needle in report, needle
+    # the teacher's curve: one validation per epoch, its best is the best checkpoint's
+    record = json.loads((out / "teacher.json").read_text())
+    epochs, values = zip(*record["val_curve"])
+    assert epochs == pytest.approx(range(1, record["epochs"] + 1), abs=0.02)
+    assert min(values) == pytest.approx(record["val_metrics"]["forces_mae"], rel=1e-5)
     # relevance and BR / KD per source (2 x 3), scratch at 1 block
     assert len(result["findings"]) == 7 and sum("from scratch" in line for line in result["findings"]) == 1
 
@@ -253,3 +258,23 @@ def test_table1_gives_the_gap_closed_per_seed_as_mean_and_spread():
     assert "| 2 | 700 (70%) | 140.0 (+40.0) | 110.0 ± 2.0 (+10.0) | 75 ± 5% |" in table
     reduced = {"metrics": metrics, "options": {"blocks": 2, "names": ["rattle"], "cost": {"config": 1.0, "rattle": 1.02}}}
     assert "| + rattle | 104.0 | 90% | 1.02x |" in options_table(reduced)
+
+
+def test_the_shipped_teacher_is_the_default_demos():
+    """The shipped asset is what the default demo uses, is the architecture of its teacher config, and
+    records its training curve (one validation per epoch; the best is the exported checkpoint's)."""
+    from dataclasses import asdict
+
+    from fairchem.core.common.utils import load_config
+
+    from fairchem_prune.demo import FULL
+    from fairchem_prune.demo.teacher import SHIPPED, _shipped_matches, teacher_core
+
+    assert _shipped_matches({"size": asdict(FULL.data_spec), "seed": 0})
+    record = json.loads(SHIPPED.with_suffix(".json").read_text())
+    config = load_config(str(FULL.teacher_config))[0]["model"]
+    core = teacher_core(SHIPPED)
+    assert {k: core[k] for k in config if k != "name"} == {k: v for k, v in config.items() if k != "name"}
+    epochs, values = zip(*record["val_curve"])
+    assert epochs == tuple(float(e) for e in range(1, FULL.teacher_epochs + 1)) and record["epochs"] == FULL.teacher_epochs
+    assert min(values) == pytest.approx(record["val_metrics"]["forces_mae"], rel=1e-5)

@@ -56,9 +56,9 @@ class DemoSettings:
 
 
 FULL = DemoSettings(
-    quick=False, data_size="small", data_spec=SIZES["small"],
+    quick=False, data_size="standard", data_spec=SIZES["standard"],
     ethanol_sizes=(200, 50, 200), teacher_config=config_path("s2ef/demo_mix_teacher_6b.yml"),
-    teacher_epochs=30, relevance_samples=50, reductions=4, kd_samples=1600, ft_epochs=8, bench_repeats=3,
+    teacher_epochs=30, relevance_samples=50, reductions=4, kd_samples=6696, ft_epochs=8, bench_repeats=3,
     md_steps=400, md_structures=1,
 )
 QUICK = DemoSettings(
@@ -127,6 +127,9 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
     _say("2/8 teacher")
     teacher_path, record = teacher_stage(out, mix, settings, str(teacher) if teacher else None, train_teacher,
                                          fairchem_args, force, _say)
+
+    if record.get("val_curve") and (force or not (out / "teacher_curve.png").exists()):
+        report.plot_teacher_curve(record["val_curve"], out / "teacher_curve.png")
 
     _say("3/8 block relevance (GradCAM) per pre-training source")
     from fairchem_prune.md_check import format_table as md_table
@@ -256,6 +259,7 @@ def _md_check(out: Path, rows: list[dict], teacher_blocks: int, blocks: list[int
 def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench, checks, tuned, reduced,
               table_options, table_md) -> list[tuple[str, str]]:
     from fairchem_prune.architectures import by_name
+    from fairchem_prune.demo import report
 
     architecture = by_name(record["architecture"])
     counts = mix.manifest["counts"]
@@ -263,7 +267,9 @@ def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench,
         f"- Demo data: `{mix.root}` ({', '.join(f'{k}: {v}' for k, v in counts.items())}); energies in eV, "
         f"forces in eV/Å.\n"
         f"- Teacher: {record['origin']}; {record['architecture']} with {record['blocks']} blocks, "
-        f"{record['parameters']:,} parameters.\n"
+        f"{record['parameters']:,} parameters"
+        + (f"; {report.teacher_convergence(record['val_curve'])}" if record.get("val_curve") else "")
+        + ".\n"
         f"- Distillation: {settings.kd_samples} structures per student ({_distill_terms(architecture)}, "
         "temperature-balanced sources).\n"
         f"- Fine-tuning: ethanol (rMD17 format, xTB MD at 500 K), {settings.ethanol_sizes[0]} / "
@@ -271,6 +277,7 @@ def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench,
         f"epochs for every model (fixed compute per epoch count), {tuned['workers']} run(s) at a time."
         + ("\n- **Quick mode**: a tiny teacher and a few steps; the numbers check the pipeline, not the method."
            if settings.quick else "")
+        + ("\n\n![teacher](teacher_curve.png)" if record.get("val_curve") else "")
     )
     return [
         ("Set-up", setup),

@@ -90,28 +90,13 @@ def finetune_runs(teacher: Path, record: dict, counts: list[int], kd: dict[int, 
     return runs
 
 
-def validation_curve(run: FairchemRun, metric: str = "forces_mae") -> tuple[list[tuple[float, int, float]], float]:
-    """``([(seconds, step, value)], training seconds)`` of the run's validation ``metric``; seconds
-    count from one step before the first logged training step (start-up time excluded) to each
-    validation, and to the end of training (its last step or validation)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run.tensorboard_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    train = events.Scalars("train/loss")
-    step_time = (train[1].wall_time - train[0].wall_time) / max(1, train[1].step - train[0].step) if len(train) > 1 else 0.0
-    start = train[0].wall_time - step_time * train[0].step
-    val = events.Scalars(f"val/{metric}")
-    return [(e.wall_time - start, e.step, e.value) for e in val], max(train[-1].wall_time, val[-1].wall_time) - start
-
-
 def score_runs(runs: list[FinetuneRun], ethanol: Path, device: str) -> list[dict]:
     """Test metrics (best validation checkpoint), validation curve and training time of each run."""
     from fairchem_prune.evaluation import evaluate_checkpoint
 
     rows = []
     for item in runs:
-        curve, seconds = validation_curve(item.run)
+        curve, seconds = item.run.validation_curve()
         rows.append({
             "name": item.run.name, "init": item.init, "blocks": item.blocks,
             "test": evaluate_checkpoint(item.run.best_checkpoint, ethanol / "test", device=device),

@@ -137,6 +137,8 @@ class DemoSize:
 
 SIZES = {
     "small": DemoSize(g2_frames=6, slabs=500, rmd17_frames=1200, md22_frames=240, qm9_conformers=3),
+    # the default: medium's pre-training mix (the same structures for a seed) with small's downstream files
+    "standard": DemoSize(g2_frames=30, slabs=2500, rmd17_frames=1200, md22_frames=240, qm9_conformers=3),
     "medium": DemoSize(g2_frames=30, slabs=2500, rmd17_frames=3000, md22_frames=1000, qm9_conformers=12),
 }
 #: fraction of each pre-training source held out for validation
@@ -144,7 +146,7 @@ VAL_FRACTION = 0.1
 MANIFEST = "manifest.json"
 
 
-def make_demo_data(out: str | Path, size: str | DemoSize = "small", seed: int = 0, force: bool = False,
+def make_demo_data(out: str | Path, size: str | DemoSize = "standard", seed: int = 0, force: bool = False,
                    workers: int | None = None) -> dict[str, int]:
     """Write the demo data under ``out`` (deterministic for ``seed``); returns counts per part.
 

@@ -24,6 +24,29 @@ def relevance_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def teacher_convergence(curve: list[list[float]], last: int = 5) -> str:
+    """One sentence on a teacher's ``[[epoch, validation force MAE (eV/Å)], ...]``: its best value and
+    how much the last ``last`` validations still changed it."""
+    epochs, values = zip(*curve)
+    best = int(np.argmin(values))
+    tail = values[-min(last, len(values))]
+    return (f"best validation force MAE {_mev(values[best])} meV/Å at epoch {epochs[best]:g} of {epochs[-1]:g}; "
+            f"the last {min(last, len(values))} validations changed it by {100 * (values[-1] / tail - 1):+.1f}%")
+
+
+def plot_teacher_curve(curve: list[list[float]], path: Path) -> None:
+    """The teacher's validation force MAE against the training epoch."""
+    plt = _pyplot()
+    epochs, values = zip(*curve)
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    ax.plot(epochs, 1000 * np.array(values), marker=".", color="tab:blue")
+    ax.set_yscale("log")
+    ax.set(xlabel="epoch", ylabel="validation force MAE (meV/Å)", title="teacher pre-training on the demo mix")
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
 def kd_forces(metrics: dict, k: int, source: str, seeds: int) -> list[float]:
     """Validation force MAE (eV/Å) of each seed's k-block student on ``source``."""
     from fairchem_prune.demo.reduction import run_name

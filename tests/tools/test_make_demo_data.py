@@ -2,6 +2,7 @@
 go through the real converters."""
 
 import pickle
+from dataclasses import replace
 
 import lmdb
 import numpy as np
@@ -11,7 +12,7 @@ from ase.calculators.emt import EMT
 
 from fairchem_prune.cli import tool_main
 from fairchem_prune.datasets import prepare_dataset
-from fairchem_prune.demo.generation import DemoSize, make_demo_data, xtb_pool, xtb_single_point
+from fairchem_prune.demo.generation import SIZES, DemoSize, make_demo_data, xtb_pool, xtb_single_point
 
 TINY = DemoSize(g2_frames=2, slabs=6, rmd17_frames=6, md22_frames=3, qm9_conformers=2, g2_molecules=3)
 LMDBS = [f"pretrain/{split}/{source}.lmdb" for split in ("train", "val") for source in ("xtb_molecules", "emt_slabs")]
@@ -50,6 +51,18 @@ def test_counts_and_determinism(demo):
         assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
     files = sorted((root / "a" / "raw" / "qm9").iterdir())
     assert [f.read_bytes() for f in files] == [(root / "b" / "raw" / "qm9" / f.name).read_bytes() for f in files]
+
+
+def test_pretraining_mix_does_not_depend_on_the_downstream_sizes(demo, tmp_path):
+    """What lets the shipped teacher (trained on ``medium``'s mix) serve the ``standard`` data."""
+    root, _ = demo
+    make_demo_data(tmp_path, replace(TINY, rmd17_frames=9, md22_frames=5, qm9_conformers=3), seed=5)
+    for name in LMDBS:
+        assert lmdb_content(tmp_path / name) == lmdb_content(root / "a" / name), name
+    assert np.load(tmp_path / "raw" / "rmd17_ethanol.npz")["coords"].shape[0] == 9
+    assert SIZES["standard"] == replace(SIZES["medium"], rmd17_frames=SIZES["small"].rmd17_frames,
+                                        md22_frames=SIZES["small"].md22_frames,
+                                        qm9_conformers=SIZES["small"].qm9_conformers)
 
 
 def test_labels_match_a_fresh_calculator(demo):

@@ -147,13 +147,15 @@ def teacher(tmp_path_factory, emt_lmdb):
     ("atom energies", ["--task.distill.atom_energy_weight=1"]),
 ])
 def test_each_option_brings_the_student_closer_to_its_teacher(teacher, emt_lmdb, tmp_path, option, overrides):
-    """A 2-block student of the 4-block teacher, 30 steps (240 structures): the validation force distance
-    to the teacher falls by at least 30% from the sliced start (measured, from 0.0915 eV/Å: the default
-    recipe 0.0425, rattle 0.0437, teacher MD 0.0461, Jacobian 0.0453, per-atom energies 0.0534), and the option's own
-    term is logged and falls."""
+    """A 2-block student of the 4-block teacher, 30 steps (240 structures), each option added to the
+    paper's objective (force weight 1): the validation force distance to the teacher falls by at least
+    30% from the sliced start (measured, from 0.0915 eV/Å: the objective alone 0.0425, rattle 0.0437,
+    teacher MD 0.0461, Jacobian 0.0453, per-atom energies 0.0534; with the default recipe's force weight
+    10, which closes more of the demo's gaps, this tiny teacher's students end at 0.057-0.067), and the
+    option's own term is logged and falls."""
     log = fairchem(*distill_command("distill_2b.yml", teacher, emt_lmdb, tmp_path, "kd", "--task.distill.max_samples=240",
                                     "--optim.lr_initial=0.001", "--optim.T_max=30", "--optim.eval_every=30",
-                                    *overrides), cwd=tmp_path)
+                                    "--task.distill.force_weight=1", *overrides), cwd=tmp_path)
     before = distance_to_teacher(tmp_path, teacher, emt_lmdb, sliced=True)
     after = distance_to_teacher(tmp_path, teacher, emt_lmdb)
     print(f"{option}: force distance to the teacher {before:.4f} -> {after:.4f} eV/A")
