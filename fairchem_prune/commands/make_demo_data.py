@@ -10,8 +10,8 @@ DESCRIPTION = "generate the demo data: an xTB/EMT pre-training mix and downstrea
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (pretrain/ LMDBs and raw/ files)")
     parser.add_argument("--size", choices=("small", "standard", "medium"), default="standard",
-                        help="standard (the demo's, default): 4464 pre-training structures, ~2 minutes on 2 cores; "
-                             "small: 893, ~1 minute; medium: standard's mix and ~2.5x larger downstream files")
+                        help="standard (the demo's, default): 4464 pre-training structures, ~1 minute on 2 cores; "
+                             "small: 893, ~40 s; medium: standard's mix and 2.5-4x larger downstream files")
     parser.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
     parser.add_argument("--force", action="store_true", help="write into a non-empty --out")
 
