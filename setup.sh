@@ -3,6 +3,8 @@
 # into it, editable, with everything it needs.
 #
 #   ./setup.sh [--wheels DIR] [--python PYTHON]
+#   ./setup.sh --fairchem 2 [--python PYTHON]   # the fairchem-core 2.x host instead: .venv-fairchem2/ with
+#                                               # fairchem-core 2.24 and the torch it pins (CPU build), ~4 min
 #   ./setup.sh --fetch-extensions DIR   # only look the three extension wheels up (no source build, no
 #                                       # install; needs .venv's torch) and copy them to DIR
 #
@@ -22,16 +24,44 @@ WHEELS="${FAIRCHEM_PRUNE_WHEELS:-}"
 PYTHON="${PYTHON:-python3.11}"
 CACHE="${FAIRCHEM_PRUNE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fairchem-prune}/wheels"
 FETCH_ONLY=""
+HOST=1
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --wheels) WHEELS="$2"; shift 2 ;;
         --python) PYTHON="$2"; shift 2 ;;
         --fetch-extensions) FETCH_ONLY="$2"; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --fairchem) HOST="$2"; shift 2 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "setup.sh: unknown argument '$1' (see ./setup.sh --help)" >&2; exit 2 ;;
     esac
 done
+
+stamp_now() { cat "$ROOT/pyproject.toml" "$ROOT/setup.sh" | sha256sum | cut -d' ' -f1; }
+
+# The fairchem-core 2.x host: no PyG extensions; torch 2.13.0's CPU build (the one fairchem-core 2.24's
+# torch~=2.13 admits; a plain `torch` from PyPI would be a CUDA build of several GB).
+if [ "$HOST" = "2" ]; then
+    VENV="$ROOT/.venv-fairchem2"
+    STAMP="$VENV/.fairchem-prune-setup"
+    CHECK="import fairchem.core, fairchem.core.units.mlip_unit, fairchem_prune.hosts as h; assert h.installed() == 2"
+    if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp_now)" ] && "$VENV/bin/python" -c "$CHECK" 2>/dev/null; then
+        echo "setup.sh: environment .venv-fairchem2 is ready"
+        exit 0
+    fi
+    command -v "$PYTHON" >/dev/null || { echo "setup.sh: $PYTHON not found; pass --python PATH to a Python 3.11-3.12" >&2; exit 2; }
+    [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+    PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+    echo "setup.sh: installing torch 2.13 and fairchem-core 2.24 into .venv-fairchem2 (about 4 minutes)"
+    "${PIP[@]}" install -q "torch==2.13.0" "fairchem-core==2.24.0" hatchling editables
+    echo "setup.sh: installing fairchem-prune (editable)"
+    "${PIP[@]}" install -q --no-build-isolation -e "$ROOT[fairchem2,test]"
+    "$VENV/bin/python" -c "$CHECK"
+    stamp_now > "$STAMP"
+    echo "setup.sh: environment .venv-fairchem2 is ready"
+    exit 0
+fi
+[ "$HOST" = "1" ] || { echo "setup.sh: --fairchem takes 1 or 2, got '$HOST'" >&2; exit 2; }
 
 # Versions that must match torch 2.4.x (fairchem-core 1.10 pins torch~=2.4.0).
 TORCH="torch==2.4.1"
@@ -88,7 +118,6 @@ if [ -n "$FETCH_ONLY" ]; then
     exit 0
 fi
 
-stamp_now() { cat "$ROOT/pyproject.toml" "$ROOT/setup.sh" | sha256sum | cut -d' ' -f1; }
 STAMP="$VENV/.fairchem-prune-setup"
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp_now)" ] \
@@ -109,7 +138,7 @@ find_extensions
 "${PIP[@]}" install -q --no-deps "${to_install[@]}"
 
 echo "setup.sh: installing fairchem-prune (editable)"
-"${PIP[@]}" install -q --no-build-isolation -e "$ROOT[test]"
+"${PIP[@]}" install -q --no-build-isolation -e "$ROOT[fairchem1,test]"
 
 "$VENV/bin/python" -c "import torch_scatter, torch_sparse, torch_cluster, fairchem.core, fairchem_prune"
 stamp_now > "$STAMP"

@@ -17,6 +17,8 @@ modules to be imported:
   (:mod:`fairchem_prune.slurm_cpu`).
 * ``fairchem.core.common.distutils``: its ``setup`` is wrapped so that a submitted ``--cpu`` job
   initialises on a CPU-only Slurm node (:mod:`fairchem_prune.slurm_cpu`); other runs are untouched.
+
+Beside fairchem-core 2.x (:mod:`fairchem_prune.hosts`) none of this applies and the hook stays inert.
 """
 
 from __future__ import annotations
@@ -135,9 +137,20 @@ class _Loader(importlib.abc.Loader):
         _install_module(module)
 
 
+def _fairchem_1x() -> bool:
+    """Whether the installed fairchem-core is 1.x: beside 2.x (whose registry and CLI share these
+    module names) the hook does nothing."""
+    from fairchem_prune import hosts
+
+    try:
+        return hosts.installed() == 1
+    except Exception:
+        return False
+
+
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
-        if fullname not in WATCHED:
+        if fullname not in WATCHED or not _fairchem_1x():
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is not None and spec.loader is not None:
@@ -146,7 +159,7 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 for _name in WATCHED:
-    if _name in sys.modules:
+    if _name in sys.modules and _fairchem_1x():
         _install_module(sys.modules[_name])
 if not any(isinstance(f, _Finder) for f in sys.meta_path):
     sys.meta_path.insert(0, _Finder())

@@ -1,11 +1,23 @@
 """Which blocks a reduced model keeps: the choice a config or the slicing tool makes (the first b',
-or an explicit subset), validated against the source's b blocks, and the kept blocks' origin."""
+or an explicit subset), validated against the source's b blocks, the kept blocks' origin, and the
+report of a slicing (both hosts)."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from fairchem_prune.errors import PruneError
+
+
+def block_list(text: str) -> list[int]:
+    """Parse ``0,1,2,4`` into ``[0, 1, 2, 4]`` (the ``--kept-blocks`` option of either host)."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip() != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated block indices like 0,1,2,4, got {text!r}") from None
 
 
 def resolve_kept_blocks(
@@ -65,3 +77,32 @@ def kept_with_origin(
     if len(original) != num_source_blocks:
         raise PruneError(f"source_blocks {original} must list {num_source_blocks} block indices")
     return kept, [original[k] for k in kept]
+
+
+@dataclass
+class SliceReport:
+    """What :func:`slice_checkpoint` did."""
+
+    source: Path
+    output: Path
+    kept_blocks: list[int]
+    source_blocks: list[int]
+    num_source_blocks: int
+    params_before: int
+    params_after: int
+    weights: str  # which weights were sliced: "EMA", "state_dict", "raw and EMA"
+    mlp_init: str | None  # None: the architecture has nothing to choose
+    block_kind: str = "interaction"
+
+    def summary(self) -> str:
+        change = 100.0 * (self.params_after - self.params_before) / self.params_before
+        return "\n".join(
+            [
+                f"source      {self.source}  ({self.num_source_blocks} {self.block_kind} blocks, "
+                f"{self.weights} weights)",
+                f"kept blocks {self.kept_blocks}  (original model's blocks {self.source_blocks})"
+                + (f", first FinalMLP layer: {self.mlp_init}" if self.mlp_init else ""),
+                f"parameters  {self.params_before:,} -> {self.params_after:,}  ({change:+.1f}%)",
+                f"written     {self.output}",
+            ]
+        )

@@ -18,7 +18,7 @@ from torch import nn
 from fairchem_prune import architectures
 from fairchem_prune.architectures import Architecture
 from fairchem_prune.errors import PruneError
-from fairchem_prune.files import atomic_path, refuse_existing
+from fairchem_prune.files import atomic_path, check_output  # noqa: F401  (check_output: re-exported)
 
 
 def load_file(path: str | Path, kind: str) -> object:
@@ -32,16 +32,6 @@ def load_file(path: str | Path, kind: str) -> object:
     except Exception as err:  # torch raises many types for truncated / foreign files
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PruneError(f"checkpoint {path} cannot be read ({reason}); is it a complete {kind} .pt checkpoint?") from None
-
-
-def check_output(source: Path, output: Path, force: bool, what: str) -> None:
-    """Raise PruneError unless ``output`` may receive the ``what`` (e.g. "sliced model") written
-    from ``source``: not the input, not an existing file without ``force``, in an existing folder."""
-    if output.exists() and source.exists() and output.resolve() == source.resolve():
-        raise PruneError(f"output {output} is the input checkpoint; write the {what} to another file")
-    refuse_existing(output, force)
-    if not output.parent.is_dir():
-        raise PruneError(f"output folder {output.parent} does not exist; create it first")
 
 
 def save_checkpoint(checkpoint: dict, output: Path) -> None:

@@ -1,7 +1,9 @@
 """Command-line entry points: ``fairchem-prune <command>`` and the scripts in ``tools/``.
 
-Commands live in :mod:`fairchem_prune.commands` (one module each, imported only when used). A
-:class:`PruneError` is printed as one line ``error: ...`` on stderr with exit status 2.
+Commands live in one module each, imported only when used: :mod:`fairchem_prune.commands` beside
+fairchem-core 1.x, :mod:`fairchem_prune.fairchem2.commands` beside 2.x (:mod:`fairchem_prune.hosts`
+says which). A :class:`PruneError` is printed as one line ``error: ...`` on stderr with exit status 2,
+and so is a command of the other host.
 """
 
 from __future__ import annotations
@@ -12,26 +14,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from fairchem_prune import hosts
 from fairchem_prune.errors import PruneError
 
-#: command name -> module in fairchem_prune.commands
-COMMANDS = {
-    "convert-jmp": "convert_jmp",
-    "slice": "slice",
-    "demo": "demo",
-    "prepare-dataset": "prepare_dataset",
-    "make-demo-data": "make_demo_data",
-    "relevance": "relevance",
-    "ablate": "ablate",
-    "benchmark": "benchmark",
-    "distill-cost": "distill_cost",
-    "md-check": "md_check",
-    "compress": "compress",
-}
-
-
 def _command(name: str):
-    return importlib.import_module(f"fairchem_prune.commands.{COMMANDS[name]}")
+    return importlib.import_module(hosts.command_module(name))
 
 
 def run(command, args: argparse.Namespace) -> int:
@@ -45,9 +32,22 @@ def run(command, args: argparse.Namespace) -> int:
     return 0
 
 
+def _host_command(name: str):
+    """The command module of ``name`` on the installed host; PruneError naming the environment where
+    only the other host has it."""
+    elsewhere = hosts.other_host_only(name)
+    if elsewhere is not None:
+        raise PruneError(hosts.run_elsewhere(f"fairchem-prune {name}", elsewhere))
+    return _command(name)
+
+
 def tool_main(name: str, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Entry point of one command as a stand-alone script (``tools/*.py``)."""
-    command = _command(name)
+    try:
+        command = _host_command(name)
+    except PruneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog=prog, description=command.DESCRIPTION)
     command.add_arguments(parser)
     return run(command, parser.parse_args(argv))
@@ -55,9 +55,18 @@ def tool_main(name: str, argv: Sequence[str] | None = None, prog: str | None = N
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``fairchem-prune <command> ...``"""
-    parser = argparse.ArgumentParser(prog="fairchem-prune", description="Smaller, faster FAIRChem GNN potentials.")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        host = hosts.installed()
+        if argv and not argv[0].startswith("-"):
+            _host_command(argv[0])
+    except PruneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(prog="fairchem-prune",
+                                     description=f"Smaller, faster FAIRChem GNN potentials (beside fairchem-core {host}.x).")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
+    for name in hosts.COMMANDS[host]:
         command = _command(name)
         command.add_arguments(sub.add_parser(name, help=command.DESCRIPTION, description=command.DESCRIPTION))
     args = parser.parse_args(argv)

@@ -18,6 +18,16 @@ def refuse_existing(path: str | Path, force: bool, option: str = "--force") -> N
         raise PruneError(f"output {path} already exists; choose another path or pass {option} to overwrite it")
 
 
+def check_output(source: Path, output: Path, force: bool, what: str) -> None:
+    """Raise PruneError unless ``output`` may receive the ``what`` (e.g. "sliced model") written
+    from ``source``: not the input, not an existing file without ``force``, in an existing folder."""
+    if output.exists() and source.exists() and output.resolve() == source.resolve():
+        raise PruneError(f"output {output} is the input checkpoint; write the {what} to another file")
+    refuse_existing(output, force)
+    if not output.parent.is_dir():
+        raise PruneError(f"output folder {output.parent} does not exist; create it first")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path next to ``path`` to write to; moved onto ``path`` when the block succeeds,

@@ -10,43 +10,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from fairchem_prune.blocks import resolve_kept_blocks
+from fairchem_prune.blocks import SliceReport, resolve_kept_blocks
 from fairchem_prune.errors import PruneError
 from fairchem_prune.params import count_parameters
-
-
-@dataclass
-class SliceReport:
-    """What :func:`slice_checkpoint` did."""
-
-    source: Path
-    output: Path
-    kept_blocks: list[int]
-    source_blocks: list[int]
-    num_source_blocks: int
-    params_before: int
-    params_after: int
-    used_ema: bool
-    mlp_init: str | None  # None: the architecture has nothing to choose
-    block_kind: str = "interaction"
-
-    def summary(self) -> str:
-        change = 100.0 * (self.params_after - self.params_before) / self.params_before
-        return "\n".join(
-            [
-                f"source      {self.source}  ({self.num_source_blocks} {self.block_kind} blocks, "
-                f"{'EMA' if self.used_ema else 'state_dict'} weights)",
-                f"kept blocks {self.kept_blocks}  (original model's blocks {self.source_blocks})"
-                + (f", first FinalMLP layer: {self.mlp_init}" if self.mlp_init else ""),
-                f"parameters  {self.params_before:,} -> {self.params_after:,}  ({change:+.1f}%)",
-                f"written     {self.output}",
-            ]
-        )
 
 
 def build_reduced(source, kept: Sequence[int], weights: Mapping[str, torch.Tensor],
@@ -137,7 +107,7 @@ def slice_checkpoint(
         num_source_blocks=source.num_blocks,
         params_before=count_parameters(source.model),
         params_after=count_parameters(model),
-        used_ema=source.used_ema,
+        weights="EMA" if source.used_ema else "state_dict",
         mlp_init=mlp_init,
         block_kind=architecture.block_kind,
     )

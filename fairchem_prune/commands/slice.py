@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from fairchem_prune.blocks import block_list
+
 DESCRIPTION = "slice a fairchem checkpoint (monolithic or hydra) to fewer blocks: an ordinary checkpoint of the reduced model"
-
-
-def block_list(text: str) -> list[int]:
-    """Parse ``0,1,2,4`` into ``[0, 1, 2, 4]``."""
-    try:
-        return [int(part) for part in text.split(",") if part.strip() != ""]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated block indices like 0,1,2,4, got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,87 @@
+"""fairchem 2 inference checkpoints: read with the checks a user needs, written atomically.
+
+An inference checkpoint is a pickled ``MLIPInferenceCheckpoint`` (what fairchem 2's training writes as
+``inference_ckpt.pt`` and what the released UMA files are): ``model_config`` (a hydra ``HydraModel``
+config), ``model_state_dict`` (raw weights: what fine-tuning starts from), ``ema_state_dict`` (an
+``AveragedModel``'s: ``n_averaged`` + ``module.<key>``, what ``load_predict_unit`` uses) and
+``tasks_config`` (hydra ``Task`` configs: loss, normalizer, element references per dataset).
+
+A checkpoint this package wrote carries ``fairchem_prune`` (an attribute fairchem ignores): the source
+checkpoint and the kept blocks' indices in the original model.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from fairchem_prune import hosts
+from fairchem_prune.errors import PruneError
+from fairchem_prune.files import atomic_path
+
+FIELDS = ("model_config", "model_state_dict", "ema_state_dict", "tasks_config")
+
+
+def read_inference_checkpoint(path: str | Path, need_ema: bool = False):
+    """The ``MLIPInferenceCheckpoint`` at ``path`` on the CPU, or PruneError naming the problem: no
+    such file, a fairchem 1.x checkpoint, not a torch file, missing fields, no EMA weights when
+    ``need_ema``."""
+    from fairchem.core.units.mlip_unit.api.inference import MLIPInferenceCheckpoint
+
+    path = Path(path)
+    if not path.is_file():
+        raise PruneError(f"checkpoint {path}: no such file")
+    hosts.require_host(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for truncated / foreign files
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PruneError(f"checkpoint {path} cannot be read ({reason}); is it a complete fairchem 2 inference "
+                         "checkpoint (.pt)?") from None
+    if not isinstance(checkpoint, MLIPInferenceCheckpoint):
+        raise PruneError(f"checkpoint {path} is a {type(checkpoint).__name__}, not a fairchem 2 inference checkpoint "
+                         "(MLIPInferenceCheckpoint); give an inference_ckpt.pt or a released UMA / eSEN file")
+    missing = [f for f in FIELDS if not getattr(checkpoint, f, None) and f != "ema_state_dict"]
+    if missing:
+        raise PruneError(f"checkpoint {path} has no {', '.join(missing)}; it is not a complete inference checkpoint")
+    if need_ema and not has_ema(checkpoint):
+        raise PruneError(f"checkpoint {path} has no EMA weights (ema_state_dict is empty); use its raw weights "
+                         "(leave --ema out)")
+    return checkpoint
+
+
+def has_ema(checkpoint) -> bool:
+    return bool(checkpoint.ema_state_dict) and any(k.startswith("module.") for k in checkpoint.ema_state_dict)
+
+
+def save_inference_checkpoint(checkpoint, output: Path) -> None:
+    """``torch.save`` next to ``output``, then moved into place: never a half-written file."""
+    with atomic_path(output) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def source_blocks(checkpoint, num_blocks: int) -> list[int]:
+    """The checkpoint's blocks' indices in the original model (recorded by slicing; else 0..b-1)."""
+    return list((getattr(checkpoint, "fairchem_prune", None) or {}).get("source_blocks", range(num_blocks)))
+
+
+def load_model(checkpoint, path: str | Path, use_ema: bool = True, strict: bool = True):
+    """fairchem's own ``load_inference_model`` of (a copy of) ``checkpoint``: a ``HydraModel`` (inside an
+    ``AveragedModel`` with ``use_ema``) with its weights, in eval mode, tasks not set up. A checkpoint
+    whose weights do not fit its config is a PruneError."""
+    from fairchem.core.units.mlip_unit.utils import load_inference_model
+
+    try:
+        model, _ = load_inference_model(str(path), use_ema=use_ema, strict=strict,
+                                        preloaded_checkpoint=copy.deepcopy(checkpoint))
+    except (RuntimeError, KeyError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0]
+        raise PruneError(f"fairchem cannot build the model of {path} from its own config ({reason})") from None
+    return model.eval()
+
+
+def hydra_model(model):
+    """The ``HydraModel`` inside an ``AveragedModel`` (or the model itself)."""
+    return getattr(model, "module", model)
