@@ -17,7 +17,6 @@ includes every path through them; a readout's input partitions feed the readout 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,10 +26,16 @@ from torch import nn
 from tqdm import tqdm
 
 from fairchem_prune import architectures
-from fairchem_prune.architectures import BranchTap
 from fairchem_prune.errors import PruneError
-
-BRANCHES = ("energy", "forces")
+from fairchem_prune.gradcam import (  # noqa: F401  (the host-independent part, re-exported)
+    BRANCHES,
+    BranchTap,
+    gradcam_sums,
+    normalise,
+    plot_relevance,
+    scores_from_raw,
+    write_relevance,
+)
 
 
 def block_taps(model: nn.Module):
@@ -45,15 +50,6 @@ def block_names(model: nn.Module) -> list[str]:
     architecture = architectures.of_model(model)
     core = architectures.core_of(model)
     return architecture.block_names(architecture.source_blocks(core))
-
-
-def gradcam_sums(tap: BranchTap, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-block sum of r = ReLU(f * dL/df) and number of its elements, each (P,)."""
-    grads = torch.autograd.grad(loss, tap.tensors, retain_graph=True)
-    relevance = [torch.relu(f * g) for f, g in zip(tap.split(tap.tensors), tap.split(grads))]
-    sums = torch.stack([r.detach().double().sum() for r in relevance])
-    counts = torch.tensor([r.numel() for r in relevance], dtype=torch.float64)
-    return sums, counts
 
 
 def summed_task_loss(config: dict) -> list:
@@ -99,26 +95,6 @@ def relevance_of_samples(trainer, dataset, indices: Sequence[int], batch_size: i
     return {branch: (totals[branch][0] / totals[branch][1]).numpy() if branch in totals else None for branch in BRANCHES}
 
 
-def normalise(raw: np.ndarray) -> list[float]:
-    total = float(raw.sum())
-    if total <= 0:
-        raise PruneError("all block relevances are zero (the loss gradient vanishes on these samples)")
-    return [float(x) / total for x in raw]
-
-
-def scores_from_raw(raw: dict) -> dict:
-    """JSON entry of one data set (without ``num_samples``) from :func:`relevance_of_samples`."""
-    energy = normalise(raw["energy"])
-    forces = normalise(raw["forces"]) if raw["forces"] is not None else None
-    combined = energy if forces is None else [(e + f) / 2 for e, f in zip(energy, forces)]
-    return {
-        "energy": energy,
-        "forces": forces if forces is not None else [None] * len(energy),
-        "combined": combined,
-        "raw": {b: (raw[b].tolist() if raw[b] is not None else [None] * len(energy)) for b in BRANCHES},
-    }
-
-
 def block_relevance(
     checkpoint: str | Path,
     datasets: Sequence[str | Path],
@@ -156,33 +132,3 @@ def block_relevance(
         raw = relevance_of_samples(trainer, dataset, order.tolist(), batch_size, progress, desc=f"relevance {name}")
         result["datasets"][name] = {**scores_from_raw(raw), "num_samples": len(order)}
     return result
-
-
-def plot_relevance(result: dict, path: str | Path, branch: str = "combined") -> None:
-    """Grouped bar chart (paper Fig. 2): blocks on x, one bar per data set."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    blocks, datasets = result["blocks"], result["datasets"]
-    width = 0.8 / max(len(datasets), 1)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(blocks), 3.6))
-    x = np.arange(len(blocks))
-    top = 0.0
-    for i, (name, entry) in enumerate(datasets.items()):
-        scores = [s if s is not None else 0.0 for s in entry[branch]]
-        top = max(top, *scores)
-        ax.bar(x + (i - (len(datasets) - 1) / 2) * width, scores, width, label=f"{name} (n={entry['num_samples']})")
-    ax.set_xticks(x, [f"${b.replace('_', '_{')}}}$" for b in blocks])
-    ax.set_ylabel(f"relevance ({branch})")
-    ax.set_title("GradCAM block relevance")
-    ax.set_ylim(0, 1.3 * top if top > 0 else 1)  # headroom for the legend above the bars
-    ax.legend(fontsize=8, loc="upper right", ncol=min(2, len(datasets)))
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-
-
-def write_relevance(result: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(result, indent=2) + "\n")

@@ -27,22 +27,10 @@ import torch
 from torch import nn
 
 from fairchem_prune.errors import PruneError
+from fairchem_prune.gradcam import BranchTap  # noqa: F401  (shared with the fairchem 2 host)
 
 #: prefixes that wrap a model's own parameter names (DDP, hydra backbone and heads)
 _WRAPPERS = re.compile(r"^(?:module\.)*(?:backbone\.|output_heads\.[^.]+\.)?")
-
-
-@dataclass
-class BranchTap:
-    """One branch's block features from the last forward pass (block relevance).
-
-    tensors: what autograd differentiates (e.g. GemNet-OC's FinalMLP input f, one tensor).
-    split: maps those tensors (or their gradients, same shapes) to the per-block features, a list of
-        P tensors (rows, ...), one per entry of :meth:`Architecture.block_names`.
-    """
-
-    tensors: list[torch.Tensor]
-    split: Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]
 
 
 @dataclass(frozen=True)

@@ -25,18 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite existing --out / --plot files")
 
 
-def format_table(result: dict, branch: str = "combined") -> str:
-    names = list(result["datasets"])
-    lines = [f"{branch} relevance", "block  " + "  ".join(f"{n:>12}" for n in names)]
-    for i, block in enumerate(result["blocks"]):
-        cells = [result["datasets"][n][branch][i] for n in names]
-        lines.append(f"{block:<6} " + "  ".join(f"{c:12.4f}" if c is not None else f"{'-':>12}" for c in cells))
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> None:
     from fairchem_prune.errors import PruneError
-    from fairchem_prune.relevance import block_relevance, plot_relevance, write_relevance
+    from fairchem_prune.gradcam import format_table, plot_relevance, write_relevance
+    from fairchem_prune.relevance import block_relevance
 
     from fairchem_prune.files import refuse_existing
 
