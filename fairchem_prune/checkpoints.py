@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fairchem_prune import architectures
+from fairchem_prune import architectures, hosts
 from fairchem_prune.architectures import Architecture
 from fairchem_prune.errors import PruneError
 from fairchem_prune.files import atomic_path, check_output  # noqa: F401  (check_output: re-exported)
@@ -27,6 +27,7 @@ def load_file(path: str | Path, kind: str) -> object:
     path = Path(path)
     if not path.is_file():
         raise PruneError(f"checkpoint {path}: no such file")
+    hosts.require_host(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises many types for truncated / foreign files

@@ -24,15 +24,37 @@ from fairchem_prune.files import atomic_path
 FIELDS = ("model_config", "model_state_dict", "ema_state_dict", "tasks_config")
 
 
+def resolve_path(name_or_path: str | Path) -> Path:
+    """A checkpoint file: ``name_or_path`` itself, or for a name fairchem registers (``uma-s-1p1``,
+    ``uma-m-1p1``, ``esen-sm-conserving-all-omol``, ...) the file fairchem already downloaded into its
+    Hugging Face cache (``$FAIRCHEM_CACHE_DIR``, default ``~/.cache/fairchem``); nothing is downloaded."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    from fairchem.core.calculate import pretrained_mlip
+
+    known = pretrained_mlip._MODEL_CKPTS.checkpoints.get(str(name_or_path))
+    if known is None:
+        raise PruneError(f"checkpoint {path}: no such file (nor a model name fairchem knows: "
+                         f"{', '.join(pretrained_mlip.available_models)})")
+    from huggingface_hub import try_to_load_from_cache
+
+    name = f"{known.subfolder}/{known.filename}" if known.subfolder else known.filename
+    cached = try_to_load_from_cache(known.repo_id, name, cache_dir=pretrained_mlip.CACHE_DIR, revision=known.revision)
+    if not isinstance(cached, str):
+        raise PruneError(f"{name_or_path} is not in fairchem's cache ({pretrained_mlip.CACHE_DIR}); download it once "
+                         f"where there is internet (load_predict_unit / pretrained_mlip.get_predict_unit(\"{name_or_path}\")) "
+                         "or give the .pt file's path")
+    return Path(cached)
+
+
 def read_inference_checkpoint(path: str | Path, need_ema: bool = False):
-    """The ``MLIPInferenceCheckpoint`` at ``path`` on the CPU, or PruneError naming the problem: no
-    such file, a fairchem 1.x checkpoint, not a torch file, missing fields, no EMA weights when
-    ``need_ema``."""
+    """The ``MLIPInferenceCheckpoint`` at ``path`` (a file, or a model name in fairchem's cache:
+    :func:`resolve_path`) on the CPU, or PruneError naming the problem: no such file, a fairchem 1.x
+    checkpoint, not a torch file, missing fields, no EMA weights when ``need_ema``."""
     from fairchem.core.units.mlip_unit.api.inference import MLIPInferenceCheckpoint
 
-    path = Path(path)
-    if not path.is_file():
-        raise PruneError(f"checkpoint {path}: no such file")
+    path = resolve_path(path)
     hosts.require_host(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)

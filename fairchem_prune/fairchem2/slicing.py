@@ -21,6 +21,7 @@ from fairchem_prune.fairchem2.checkpoints import (
     hydra_model,
     load_model,
     read_inference_checkpoint,
+    resolve_path,
     save_inference_checkpoint,
     source_blocks,
 )
@@ -48,7 +49,7 @@ def slice_inference_checkpoint(checkpoint: str | Path, output: str | Path, num_b
     """Write to ``output`` the inference checkpoint of ``checkpoint`` with the first ``num_blocks_kept``
     blocks or the blocks ``kept_blocks``. It loads with ``load_predict_unit``, ``FAIRChemCalculator`` and
     as the ``checkpoint_location`` of fairchem's ``initialize_finetuning_model``."""
-    source, output = Path(checkpoint), Path(output)
+    source, output = resolve_path(checkpoint), Path(output)
     check_output(source, output, force, "sliced model")
     original = read_inference_checkpoint(source)
     b = escn_md.num_blocks(original.model_config, f"checkpoint {source}")
