@@ -33,6 +33,8 @@ COMMANDS = {
     },
     2: {
         "slice": "slice",
+        "relevance": "relevance",
+        "md-check": "md_check",
     },
 }
 PACKAGES = {1: "fairchem_prune.commands", 2: "fairchem_prune.fairchem2.commands"}
