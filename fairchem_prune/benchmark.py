@@ -22,6 +22,10 @@ What is measured, per model:
   memory allocated during the pass above what was allocated before it. CUDA: from
   ``torch.cuda.max_memory_allocated``; CPU: from the allocation events of torch's profiler
   (``profile_memory=True``), i.e. live torch tensors only (not the Python heap, not allocator caching);
+* **flags** (row ``flags``, ``!`` after the table's measured speed-up): a reduced model's measured
+  speed-up above the FLOP bound by more than the spread of its and the reference's passes, or a reduced
+  model slower than one with more blocks beyond their spreads
+  (:func:`fairchem_prune.bench_harness.plausibility_flags`);
 * **fine-tuning step time** of the reduced models: forward + backward of a dummy squared loss
   (energy, plus forces if the model predicts them) + ``AdamW.step()``, on the first batch, in train
   mode; warm-up steps, then the median of repeated steps, round-robin over k as above.
@@ -31,18 +35,17 @@ model's weights, and their outputs are checked to agree (from the same random se
 draw random edge frames in each pass). With ``init="fast"`` the QR decomposition of orthogonal
 initialisations is replaced by Gaussian noise of the same scale (:mod:`fairchem_prune.fast_init`;
 building a 160M-parameter JMP-L with fairchem's init takes minutes on 2 CPU cores).
+
+Timing, FLOP counting, memory, the environment record and the flags are the host-independent
+:mod:`fairchem_prune.bench_harness`, which the fairchem 2 benchmark (:mod:`fairchem_prune.fairchem2.benchmark`)
+shares.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import datetime
 import inspect
-import json
-import os
-import platform
-import statistics
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -50,7 +53,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from fairchem_prune import architectures
+from fairchem_prune import architectures, bench_harness
 from fairchem_prune.architectures import Architecture, core_section
 from fairchem_prune.errors import PruneError
 from fairchem_prune.fast_init import fast_init
@@ -162,17 +165,7 @@ def load_architecture(config_path: str | Path, forces: str = "none", overrides: 
     return model
 
 
-def check_blocks(blocks: Sequence[int], num_blocks: int, kind: str = "interaction") -> list[int]:
-    """Validated block counts, largest first (the largest is the reference)."""
-    blocks = list(blocks)
-    if not blocks:
-        raise PruneError("--blocks is empty; give block counts like 6,5,4,3,2")
-    if len(set(blocks)) != len(blocks):
-        raise PruneError(f"--blocks {','.join(map(str, blocks))} has duplicates")
-    bad = [k for k in blocks if not 1 <= k <= num_blocks]
-    if bad:
-        raise PruneError(f"--blocks {bad} out of range: the model has {num_blocks} {kind} blocks (keep 1..{num_blocks})")
-    return sorted(blocks, reverse=True)
+check_blocks = bench_harness.check_blocks
 
 
 def load_batches(data: str | Path, batch_size: int, num_batches: int, device: str) -> tuple[list, list[int]]:
@@ -244,23 +237,15 @@ def build_models(architecture: dict, k: int, device: str, init: str = "fast", se
     return reduced.to(device).eval(), stock.to(device).eval()
 
 
-def model_bytes(model: torch.nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+model_bytes = bench_harness.model_bytes
 
 
 # ----------------------------------------------------------------------------------------------------------
 # measuring
 
 
-def _autocast(device: str, dtype: str):
-    if dtype == "bfloat16":
-        return torch.autocast(device_type=device, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+_autocast = bench_harness.autocast
+_sync = bench_harness.sync
 
 
 def inference_pass(model: torch.nn.Module, batches: Sequence, device: str, dtype: str) -> list[dict]:
@@ -276,71 +261,18 @@ def inference_pass(model: torch.nn.Module, batches: Sequence, device: str, dtype
 
 
 def timed_pass(model, batches, device, dtype) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    inference_pass(model, batches, device, dtype)
-    _sync(device)
-    return time.perf_counter() - start
-
-
-class _GlobalOnly:
-    """Stands in for ``FlopCounterMode``'s module tracker: everything counts under "Global". The
-    tracker's backward hooks break models that differentiate inside their forward pass (energy-gradient
-    forces: "A leaf node was passed to _will_engine_execute_node"); only the global count is used."""
-
-    parents = {"Global"}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args):
-        return None
+    return bench_harness.timed(lambda: inference_pass(model, batches, device, dtype), device)
 
 
 def count_flops(model: torch.nn.Module, batches: Sequence, device: str = "cpu", dtype: str = "float32") -> dict:
     """FLOPs of one inference pass over ``batches``: ``{"total": int, "by_op": {aten op: int}}``."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    counter.mod_tracker = _GlobalOnly()
-    with counter:
-        inference_pass(model, batches, device, dtype)
-    by_op = {str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
-    return {"total": int(counter.get_total_flops()), "by_op": dict(sorted(by_op.items()))}
-
-
-def _cpu_peak_from_profiler(prof) -> int:
-    """Peak of (allocated - freed) torch CPU tensor bytes over a profiled region, from the
-    profiler's ``[memory]`` allocation events (bytes > 0 allocate, < 0 free) in time order."""
-    from torch.autograd import DeviceType
-
-    events = [e for e in prof.profiler.kineto_results.events()
-              if e.name() == "[memory]" and e.device_type() == DeviceType.CPU]
-    events.sort(key=lambda e: e.start_ns())
-    live = peak = 0
-    for event in events:
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak
+    return bench_harness.count_flops(lambda: inference_pass(model, batches, device, dtype))
 
 
 def measure_peak_memory(model, batches, device, dtype) -> dict:
     """Peak memory of one inference pass: ``{"pass_peak_bytes", "model_bytes", "peak_bytes", "method"}``."""
-    if device == "cuda":
-        _sync(device)
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        inference_pass(model, batches, device, dtype)
-        _sync(device)
-        extra, method = torch.cuda.max_memory_allocated() - before, "torch.cuda.max_memory_allocated"
-    else:
-        from torch.profiler import ProfilerActivity, profile
-
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            inference_pass(model, batches, device, dtype)
-        extra, method = _cpu_peak_from_profiler(prof), "torch.profiler CPU allocation events"
-    own = model_bytes(model)
-    return {"pass_peak_bytes": int(extra), "model_bytes": int(own), "peak_bytes": int(own + extra), "method": method}
+    return bench_harness.measure_peak_memory(lambda: inference_pass(model, batches, device, dtype), device,
+                                             model_bytes(model))
 
 
 def finetune_step(model, optimizer, batch, device, dtype) -> float:
@@ -359,52 +291,22 @@ def finetune_step(model, optimizer, batch, device, dtype) -> float:
     return time.perf_counter() - start
 
 
-def _round_robin(names: Sequence, round_index: int) -> list:
-    shift = round_index % len(names)
-    return list(names[shift:]) + list(names[:shift])
-
-
-def _median(values: Sequence[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def _ratio(a, b):
-    return a / b if a is not None and b not in (None, 0) else None
+_round_robin = bench_harness.round_robin
+_median = bench_harness.median
+_ratio = bench_harness.ratio
 
 
 # ----------------------------------------------------------------------------------------------------------
 # the benchmark
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+cpu_name = bench_harness.cpu_name
 
 
 def environment(device: str, dtype: str) -> dict:
     import fairchem.core
 
-    info = {
-        "torch": torch.__version__,
-        "fairchem_core": getattr(fairchem.core, "__version__", None),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": device,
-        "device_name": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "dtype": dtype,
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
-    if device == "cpu":
-        info["cpu_bf16_native"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return info
+    return bench_harness.environment(device, dtype, getattr(fairchem.core, "__version__", None))
 
 
 def run_benchmark(
@@ -499,15 +401,9 @@ def run_benchmark(
         )
 
     # 2. inference throughput, round-robin over all models
-    times = {key: [] for key in names}
-    rounds = warmup + repeats
-    with tqdm(total=rounds * len(names), desc="inference", disable=not progress) as bar:
-        for r in range(rounds):
-            for key in _round_robin(names, r):
-                elapsed = timed_pass(models[key], batches, device, dtype)
-                if r >= warmup:
-                    times[key].append(elapsed)
-                bar.update()
+    runs = {key: (lambda model=models[key]: inference_pass(model, batches, device, dtype)) for key in names}
+    times = bench_harness.time_round_robin(runs, warmup, repeats, device, "inference", progress)
+    del runs
     for (k, kind), values in times.items():
         median = _median(values)
         rows[k][kind].update(pass_times_s=values, median_pass_s=median, min_pass_s=min(values),
@@ -555,6 +451,13 @@ def run_benchmark(
         row["reduced_over_stock"] = red["samples_per_s"] / stock["samples_per_s"]
         row["peak_memory_mb"] = red["memory"]["peak_bytes"] / 2**20
         row["finetune_speedup"] = _ratio(ref["finetune_step_s"], row["finetune_step_s"])
+    # implausible inference figures of the reduced models (bench_harness.plausibility_flags)
+    flags = bench_harness.plausibility_flags([
+        {"blocks": k, "median_pass_s": rows[k]["reduced"]["median_pass_s"], "flop_bound_speedup": rows[k]["flop_bound_speedup"],
+         "spread": bench_harness.relative_spread(rows[k]["reduced"]["pass_times_s"])} for k in blocks
+    ])
+    for k, found in zip(blocks, flags):
+        rows[k]["flags"] = found
 
     reference = models[(blocks[0], "reduced")]
     regress_forces = bool(getattr(architectures.core_of(reference), "regress_forces", True))
@@ -581,8 +484,7 @@ def run_benchmark(
 # output
 
 
-def _fmt(value, spec: str, missing: str = "-") -> str:
-    return missing if value is None else format(value, spec)
+_fmt = bench_harness.fmt
 
 
 def format_table(result: dict) -> str:
@@ -597,6 +499,8 @@ def format_table(result: dict) -> str:
         f"torch {env['torch']}; median of {settings['repeats']} passes after {settings['warmup']} warm-up, "
         f"{settings['finetune_repeats']} fine-tuning steps; ratios to {ref} blocks"
     )
+    if any(row.get("flags") for row in result["rows"]):
+        header += f"; {bench_harness.FLAG_LEGEND}"
     columns = [
         ("blocks", ">6"), ("params", ">9"), ("params%", ">7"), ("GFLOP/smp", ">9"), ("bound x", ">7"),
         ("smp/s", ">8"), ("meas. x", ">7"), ("meas/bnd", ">8"), ("red/stock", ">9"), ("peak MB", ">8"),
@@ -607,7 +511,7 @@ def format_table(result: dict) -> str:
         cells = [
             str(row["blocks"]), f"{row['params'] / 1e6:.2f}M" if row["params"] >= 1e6 else f"{row['params'] / 1e3:.1f}k",
             f"{row['params_pct']:.1f}", f"{row['gflops_per_sample']:.3f}", f"{row['flop_bound_speedup']:.3f}",
-            f"{row['samples_per_s']:.3g}", f"{row['measured_speedup']:.3f}", f"{100 * row['measured_over_bound']:.1f}%",
+            f"{row['samples_per_s']:.3g}", f"{row['measured_speedup']:.3f}{bench_harness.FLAG_MARK if row.get('flags') else ''}", f"{100 * row['measured_over_bound']:.1f}%",
             f"{row['reduced_over_stock']:.3f}", f"{row['peak_memory_mb']:.1f}",
             _fmt(row["finetune_step_s"], ".3g"), _fmt(row["finetune_speedup"], ".2f"),
         ]
@@ -616,5 +520,4 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_result(result: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(result, indent=2) + "\n")
+write_result = bench_harness.write_result

@@ -149,7 +149,7 @@ def test_flops_fall_with_blocks_and_reduced_equals_stock(result):
 DOCUMENTED_ROW_KEYS = {
     "blocks", "params", "params_pct", "gflops_per_sample", "flop_bound_speedup", "samples_per_s",
     "measured_speedup", "measured_over_bound", "reduced_over_stock", "peak_memory_mb", "finetune_step_s",
-    "finetune_step_times_s", "finetune_speedup", "max_abs_diff_vs_stock", "reduced", "stock",
+    "finetune_step_times_s", "finetune_speedup", "max_abs_diff_vs_stock", "reduced", "stock", "flags",
 }
 DOCUMENTED_MODEL_KEYS = {
     "params", "flops", "gflops_per_sample", "flops_by_op", "memory", "pass_times_s", "median_pass_s", "min_pass_s",

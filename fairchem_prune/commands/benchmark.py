@@ -12,12 +12,9 @@ DESCRIPTION = ("efficiency of block reduction: throughput, GFLOPs, parameters, p
 
 def block_counts(text: str) -> list[int]:
     """Parse ``6,5,4`` into ``[6, 5, 4]`` (a bad list is a one-line PruneError, raised in ``run``)."""
-    from fairchem_prune.errors import PruneError
+    from fairchem_prune.bench_harness import parse_block_counts
 
-    try:
-        return [int(part) for part in text.split(",") if part.strip() != ""]
-    except ValueError:
-        raise PruneError(f"--blocks {text!r}: expected comma-separated block counts like 6,5,4,3,2") from None
+    return parse_block_counts(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
