@@ -33,6 +33,7 @@ COMMANDS = {
     },
     2: {
         "slice": "slice",
+        "benchmark": "benchmark",
         "relevance": "relevance",
         "md-check": "md_check",
     },
