@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from fairchem_prune.ablation_report import format_summary, plot_summary, relevance_scores  # noqa: F401 (re-exported)
 from fairchem_prune.errors import PruneError
 from fairchem_prune.fairchem_runs import FairchemRun, train_all
 
@@ -110,13 +111,7 @@ def summarize_ablation(out: str | Path, relevance: str | Path | None = None, dat
     configs.sort(key=lambda p: int(_RUN.fullmatch(p.stem).group(2)))
     if not configs:
         raise PruneError(f"{out} has no ablation configs (configs/remove_*.yml); run the tool without --summarize first")
-    scores = None
-    if relevance is not None:
-        data = json.loads(Path(relevance).read_text())
-        name = dataset or next(iter(data["datasets"]))
-        if name not in data["datasets"]:
-            raise PruneError(f"relevance file {relevance} has no data set {name!r} (has {list(data['datasets'])})")
-        scores = dict(zip(data["blocks"], data["datasets"][name]["combined"]))
+    scores = relevance_scores(relevance, dataset)
     rows, primary = [], None
     for config in configs:
         removed = "{}_{}".format(*_RUN.fullmatch(config.stem).groups())
@@ -132,36 +127,3 @@ def summarize_ablation(out: str | Path, relevance: str | Path | None = None, dat
     summary = {"primary_metric": primary, "runs": rows}
     (out / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def format_summary(summary: dict) -> str:
-    metric = summary["primary_metric"]
-    lines = [f"| removed block | val {metric} | relevance |", "|---|---:|---:|"]
-    for row in summary["runs"]:
-        value = row["metrics"].get(metric) if row["metrics"] else None
-        value_text = f"{value:.4g}" if value is not None else "not finished"
-        relevance_text = f"{row['relevance']:.4f}" if row["relevance"] is not None else "-"
-        lines.append(f"| {row['removed']} | {value_text} | {relevance_text} |")
-    return "\n".join(lines)
-
-
-def plot_summary(summary: dict, path: str | Path) -> None:
-    """Appendix Fig. 5 analogue: validation metric per removed block, relevance beside it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metric = summary["primary_metric"]
-    labels = [row["removed"] for row in summary["runs"]]
-    values = [row["metrics"].get(metric, float("nan")) if row["metrics"] else float("nan") for row in summary["runs"]]
-    with_relevance = any(row["relevance"] is not None for row in summary["runs"])
-    fig, axes = plt.subplots(1, 2 if with_relevance else 1, figsize=(9 if with_relevance else 5, 3.4), squeeze=False)
-    axes[0, 0].bar(labels, values, color="tab:red")
-    axes[0, 0].set(title="fine-tuned with one block removed", ylabel=f"val {metric}", xlabel="removed block")
-    if with_relevance:
-        axes[0, 1].bar(labels, [row["relevance"] or 0.0 for row in summary["runs"]], color="tab:blue")
-        axes[0, 1].set(title="GradCAM relevance", ylabel="relevance (combined)", xlabel="block")
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)

@@ -34,6 +34,8 @@ COMMANDS = {
     2: {
         "slice": "slice",
         "benchmark": "benchmark",
+        "finetune-config": "finetune_config",
+        "ablate": "ablate",
         "relevance": "relevance",
         "md-check": "md_check",
     },
