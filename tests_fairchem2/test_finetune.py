@@ -229,3 +229,28 @@ def test_ablate_runs_fairchem_per_removed_block(ft, tmp_path):
     again = cli(*args, cwd=tmp_path)
     assert again.stdout.count("finished before, skipped") == 2
     print(f"ablate (2 runs x 3 steps): {seconds:.0f} s")
+
+
+def test_ablation_summary_of_unfinished_runs(tmp_path):
+    """The summary of faked runs: a finished one (its last validation), one not finished; a metric it
+    lacks is a PruneError."""
+    from fairchem_prune.errors import PruneError
+    from fairchem_prune.fairchem2 import ablation
+
+    runs = ablation.plan(UMA_TINY, tmp_path, [1, 2])
+    assert [r.name for r in runs] == ["remove_b1", "remove_b2"] and runs[0].kept_blocks == [0, 2, 3, 4, 5]
+    done = runs[0].paths
+    done.final_checkpoint.parent.mkdir(parents=True)
+    done.final_checkpoint.write_bytes(b"")
+    done.metrics.parent.mkdir(parents=True)
+    done.metrics.write_text("\n".join(json.dumps(r) for r in (
+        {"split": "train", "step": 1, "loss": 3.0}, {"split": "val", "step": 1, "loss": 2.0, "omat.val,energy,mae": 0.5},
+        {"split": "val", "step": 2, "loss": 1.0, "omat.val,energy,mae": 0.25})) + "\n")
+    summary = ablation.summarize(runs, tmp_path)
+    assert summary["primary_metric"] == "omat.val,energy,mae"
+    assert summary["runs"][0]["metrics"] == {"loss": 1.0, "omat.val,energy,mae": 0.25} and summary["runs"][1]["metrics"] is None
+    assert "| b_2 | not finished | - |" in (tmp_path / "ablation.md").read_text()
+    with pytest.raises(PruneError, match="not among"):
+        ablation.summarize(runs, tmp_path, metric="omat.val,forces,mae")
+    with pytest.raises(PruneError, match="distinct block positions"):
+        ablation.plan(UMA_TINY, tmp_path, [6])
