@@ -159,9 +159,15 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     exported = out / f"reference_{b}b.pt"
     _export(reference.best_checkpoint, exported)
     bench = _stage(out / "benchmark.json", lambda: _benchmark(exported, val, [b, *counts], device))
-    rows = report.candidate_rows(reference, b, candidates, metric, bench)
+    models = [{"name": reference.name, "blocks": b, "kept": list(range(b)), "distilled": False, "run": reference}]
+    models += [{"name": c.name, "blocks": c.blocks, "kept": c.kept, "distilled": c.distilled, "run": c.run} for c in candidates]
+    for model in models:
+        run = model.pop("run")
+        model.update(error=best_error(run, metric), checkpoint=str(run.best_checkpoint))
+    rows = report.candidate_rows(models, _cost(bench))
     result = {"settings": asdict(settings), "architecture": architecture.name, "metric": metric, "budget": budget,
-              "limit": rule.limit(rows[0]["error"]), "reference": rows[0], "candidates": rows[1:], "pick": None, "final": None}
+              "limit": rule.limit(rows[0]["error"]), "reference": rows[0], "candidates": rows[1:], "pick": None, "final": None,
+              "benchmark_on": "the validation structures", "loads_in": "fairchem's OCPCalculator and `--mode predict`"}
     try:
         chosen = pick(rows[1:], rows[0]["error"], rule)
     except PruneError as err:
@@ -184,10 +190,27 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     target = out / f"compressed_{winner.name}.pt"
     _export(final.best_checkpoint, target)
     result["final"] = {"run": name, "epochs": epochs, "checkpoint": str(target),
-                       "error": report.best_error(final, metric)}
+                       "error": best_error(final, metric)}
     report.write_outputs(out, result)
     _say(f"done: {target} ({metric} {result['final']['error']:.4g}); {out / 'report.md'}")
     return result
+
+
+def best_error(run: FairchemRun, metric: str) -> float:
+    """The validation ``metric`` that fairchem stored with the run's best checkpoint."""
+    import torch
+
+    checkpoint = torch.load(run.best_checkpoint, map_location="cpu", weights_only=False)
+    return float(checkpoint["val_metrics"][metric]["metric"])
+
+
+def _cost(bench: dict) -> dict[int, dict]:
+    """Block count -> the cost fields of :func:`report.candidate_rows`, from ``benchmark.json``."""
+    return {row["blocks"]: {"samples_per_s": row["samples_per_s"], "speedup": row["measured_speedup"],
+                            "flop_bound": row["flop_bound_speedup"], "params": row["params"],
+                            "gflops_per_sample": row["gflops_per_sample"], "peak_memory_mb": row["peak_memory_mb"],
+                            "flags": row.get("flags", [])}
+            for row in bench["rows"]}
 
 
 def _dataset_size(path: Path, option: str) -> int:

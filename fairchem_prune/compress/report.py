@@ -9,29 +9,13 @@ from pathlib import Path
 from fairchem_prune.files import atomic_path
 
 
-def best_error(run, metric: str) -> float:
-    """The validation ``metric`` that fairchem stored with the run's best checkpoint."""
-    import torch
-
-    checkpoint = torch.load(run.best_checkpoint, map_location="cpu", weights_only=False)
-    return float(checkpoint["val_metrics"][metric]["metric"])
-
-
-def candidate_rows(reference, blocks: int, candidates: list, metric: str, bench: dict) -> list[dict]:
-    """The reference's row, then each candidate's: ``name, blocks, kept, distilled, error`` (best
-    validation ``metric``, fairchem's units), ``excess`` (relative to the reference) and the benchmark's
-    ``samples_per_s``, ``speedup`` (measured), ``flop_bound``, ``params``, ``peak_memory_mb`` at its count."""
-    cost = {row["blocks"]: row for row in bench["rows"]}
-    models = [(reference.name, blocks, list(range(blocks)), False, reference)]
-    models += [(c.name, c.blocks, c.kept, c.distilled, c.run) for c in candidates]
-    rows = []
-    for name, k, kept, distilled, run in models:
-        row = cost[k]
-        rows.append({"name": name, "blocks": k, "kept": kept, "distilled": distilled,
-                     "error": best_error(run, metric), "samples_per_s": row["samples_per_s"],
-                     "speedup": row["measured_speedup"], "flop_bound": row["flop_bound_speedup"],
-                     "params": row["params"], "gflops_per_sample": row["gflops_per_sample"],
-                     "peak_memory_mb": row["peak_memory_mb"], "checkpoint": str(run.best_checkpoint)})
+def candidate_rows(models: list[dict], cost: dict[int, dict]) -> list[dict]:
+    """One row per model, the reference first. ``models``: ``name, blocks, kept, distilled, error`` (its
+    validation metric, fairchem's units) and ``checkpoint``; ``cost``: block count -> the benchmark's
+    ``samples_per_s, speedup`` (measured against the full model), ``flop_bound, params,
+    gflops_per_sample, peak_memory_mb`` and ``flags`` (implausible measurements). Adds ``excess``
+    (relative to the reference)."""
+    rows = [{**model, **cost[model["blocks"]]} for model in models]
     for row in rows:
         row["excess"] = row["error"] / rows[0]["error"] - 1.0
     return rows
@@ -99,7 +83,7 @@ def write_outputs(out: Path, result: dict) -> None:
         f"- Every model fine-tuned for {settings['epochs']:g} epochs with the same recipe; its best validation "
         f"{result['metric']} is shown. Blocks kept by {'GradCAM relevance (relevance.png)' if settings['order'] == 'relevance' else 'position (the first k)'}.",
         f"- Budget: {result['budget']} of the full model's {result['reference']['error']:.4g}, i.e. at most {result['limit']:.4g}.",
-        "- Throughput and peak memory: `fairchem_prune.benchmark` on the validation structures (benchmark.json); "
+        f"- Throughput and peak memory: the benchmark on {result['benchmark_on']} (benchmark.json); "
         "speed-up measured against the full model, FLOP bound in parentheses.", "",
         "![pareto](pareto.png)", "", table(result), "",
     ]
@@ -110,6 +94,6 @@ def write_outputs(out: Path, result: dict) -> None:
     if result["final"]:
         final = result["final"]
         lines.append(f"\nFinal fine-tune ({final['epochs']:g} epochs): val {result['metric']} {final['error']:.4g}; "
-                     f"checkpoint `{final['checkpoint']}` (loads in fairchem's OCPCalculator and `--mode predict`).")
+                     f"checkpoint `{final['checkpoint']}` (loads in {result['loads_in']}).")
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
