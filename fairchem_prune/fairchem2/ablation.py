@@ -17,33 +17,20 @@ checkpoint (fairchem's own resume of a run folder).
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from fairchem_prune.ablation_report import format_summary, plot_summary, relevance_scores
 from fairchem_prune.errors import PruneError
-from fairchem_prune.fairchem2.finetune import RunPaths, read_metrics, read_template, write_finetune_config
+from fairchem_prune.fairchem2 import runs as runs_module
+from fairchem_prune.fairchem2.runs import FinetuneRun
 from fairchem_prune.files import atomic_path
 
 
 @dataclass
-class AblationRun:
-    name: str            # remove_b<i>
-    removed: str         # b_<i>, the removed block's name in the original model
-    kept_blocks: list[int]  # positions in the ablated checkpoint
-    checkpoint: Path
-    config: Path
-    log: Path
-    paths: RunPaths
-
-    @property
-    def finished(self) -> bool:
-        return self.paths.final_checkpoint.is_file()
+class AblationRun(FinetuneRun):
+    removed: str = ""    # b_<i>, the removed block's name in the original model
 
 
 def _say(message: str) -> None:
@@ -69,83 +56,19 @@ def plan(checkpoint: str | Path, out: str | Path, blocks: Sequence[int] | None =
     runs = []
     for k in chosen:
         name = f"remove_b{origin[k]}"
-        runs.append(AblationRun(
-            name=name, removed=f"b_{origin[k]}", kept_blocks=[i for i in range(b) if i != k],
-            checkpoint=out / "checkpoints" / f"{name}.pt", config=out / "configs" / f"{name}.yaml",
-            log=out / "logs" / f"{name}.log", paths=RunPaths((out / "runs").resolve(), name),
-        ))
+        runs.append(AblationRun.under(out, name, [i for i in range(b) if i != k], removed=f"b_{origin[k]}"))
     return runs
 
 
 def prepare(runs: list[AblationRun], template: str | Path, checkpoint: str | Path, force: bool = False,
             **finetune) -> None:
-    """Slice and write the config of every run (kept when already there and the same; ``force``:
-    rewritten, and the run's folder removed so that it starts over). ``finetune``: the overrides of
-    :func:`~fairchem_prune.fairchem2.finetune.write_finetune_config`."""
-    from fairchem_prune.fairchem2.checkpoints import read_inference_checkpoint
-    from fairchem_prune.fairchem2.slicing import slice_inference_checkpoint
-
-    read_template(template)
-    if finetune.get("steps") and not finetune.get("evaluate_every_n_steps"):
-        finetune["evaluate_every_n_steps"] = finetune["steps"]  # a validation at the last step
-    for n, run in enumerate(runs, 1):
-        for folder in (run.checkpoint.parent, run.config.parent, run.log.parent):
-            folder.mkdir(parents=True, exist_ok=True)
-        if force or not run.checkpoint.exists():
-            _say(f"{n}/{len(runs)} {run.name}: slicing to blocks {run.kept_blocks} -> {run.checkpoint}")
-            slice_inference_checkpoint(checkpoint, run.checkpoint, kept_blocks=run.kept_blocks, force=True)
-        else:
-            kept = (getattr(read_inference_checkpoint(run.checkpoint), "fairchem_prune", None) or {}).get("kept_blocks")
-            if kept != run.kept_blocks:
-                raise PruneError(f"{run.checkpoint} keeps blocks {kept}, not {run.kept_blocks}; is {run.checkpoint.parent.parent} "
-                                 "the ablation of another checkpoint? use another --out or pass --force")
-        draft = run.config.with_name(f".{run.config.stem}.draft.yaml")
-        try:
-            write_finetune_config(template, run.checkpoint, draft, run_dir=run.paths.run_dir, run_id=run.name,
-                                  force=True, **finetune)
-            text = draft.read_text().replace(str(draft), str(run.config))
-        finally:
-            draft.unlink(missing_ok=True)
-        if run.config.exists() and run.config.read_text() != text and not force:
-            raise PruneError(f"{run.config} was written with other settings; use another --out or pass --force "
-                             "(which starts the runs over)")
-        if force and run.paths.folder.exists():
-            shutil.rmtree(run.paths.folder)
-        with atomic_path(run.config) as tmp:
-            tmp.write_text(text)
-
-
-def fairchem_command() -> Path:
-    """The ``fairchem`` command of this environment."""
-    found = Path(sys.executable).parent / "fairchem"
-    if found.is_file():
-        return found
-    which = shutil.which("fairchem")
-    if which is None:
-        raise PruneError("the fairchem command is not installed in this environment (fairchem-core 2.x provides it)")
-    return Path(which)
+    """:func:`~fairchem_prune.fairchem2.runs.prepare` of every run, with ablation's messages."""
+    runs_module.prepare(runs, template, checkpoint, force=force, say=_say, **finetune)
 
 
 def train_all(runs: list[AblationRun], fairchem_args: Sequence[str] = ()) -> None:
-    """``fairchem -c`` of every unfinished run, one after the other, console output to its log."""
-    command = fairchem_command()
-    for n, run in enumerate(runs, 1):
-        if run.finished:
-            _say(f"{n}/{len(runs)} {run.name}: finished before, skipped ({run.paths.final_checkpoint})")
-            continue
-        resuming = run.paths.checkpoints.is_dir() and any(run.paths.checkpoints.iterdir())
-        _say(f"{n}/{len(runs)} {run.name}: {'resuming' if resuming else 'training'} (fairchem -c {run.config}; "
-             f"log: {run.log})")
-        start = time.perf_counter()
-        with run.log.open("a") as log:
-            result = subprocess.run([str(command), "-c", str(run.config), *fairchem_args], stdout=log,
-                                    stderr=subprocess.STDOUT)
-        seconds = time.perf_counter() - start
-        if result.returncode != 0 or not run.finished:
-            raise PruneError(f"fairchem run {run.name} failed (exit status {result.returncode}, {seconds:.0f} s); "
-                             f"see {run.log}; a re-run resumes it")
-        (run.paths.folder / "fairchem_prune_run.json").write_text(json.dumps({"seconds": seconds}) + "\n")
-        _say(f"{n}/{len(runs)} {run.name}: done in {seconds:.0f} s -> {run.paths.final_checkpoint}")
+    """:func:`~fairchem_prune.fairchem2.runs.train_all` of every run, with ablation's messages."""
+    runs_module.train_all(runs, fairchem_args, say=_say)
 
 
 def default_metric(metrics: dict) -> str:
@@ -167,15 +90,11 @@ def summarize(runs: list[AblationRun], out: str | Path, metric: str | None = Non
     for run in runs:
         row = {"removed": run.removed, "relevance": scores.get(run.removed) if scores else None, "metrics": None,
                "checkpoint": str(run.paths.final_checkpoint), "log": str(run.log), "seconds": None}
-        if run.finished and run.paths.metrics.is_file():
-            _, val = read_metrics(run.paths.metrics)
-            if val:
-                last = val[-1]
-                row["metrics"] = {k: v for k, v in last.items() if k not in ("split", "step")}
-                row["step"] = last["step"]
-        timing = run.paths.folder / "fairchem_prune_run.json"
-        if timing.is_file():
-            row["seconds"] = json.loads(timing.read_text())["seconds"]
+        last = run.last_validation()
+        if last is not None:
+            row["metrics"] = {k: v for k, v in last.items() if k not in ("split", "step")}
+            row["step"] = last["step"]
+        row["seconds"] = run.seconds
         rows.append(row)
     finished = [row for row in rows if row["metrics"]]
     if not finished:
