@@ -79,6 +79,15 @@ def kept_with_origin(
     return kept, [original[k] for k in kept]
 
 
+def kept_for_counts(counts: Sequence[int], scores: Sequence[float] | None = None) -> dict[int, list[int]]:
+    """The blocks (0-based, in order) each block count k keeps: the first k, or with ``scores`` (one
+    relevance score per block) the k most relevant (``compress --order relevance``)."""
+    if scores is None:
+        return {k: list(range(k)) for k in counts}
+    ranked = sorted(range(len(scores)), key=lambda i: -scores[i])
+    return {k: sorted(ranked[:k]) for k in counts}
+
+
 @dataclass
 class SliceReport:
     """What :func:`slice_checkpoint` did."""

@@ -17,7 +17,7 @@ def _counts(text: str) -> list[int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fairchem_prune.architectures import supported
-    from fairchem_prune.compress import ORDERS
+    from fairchem_prune.compress.pipeline import ORDERS
 
     parser.add_argument("--checkpoint", required=True, help=f"pre-trained fairchem checkpoint ({supported()}; a JMP "
                         "checkpoint converted by convert-jmp)")
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from fairchem_prune.compress import CompressSettings, run_compress
+    from fairchem_prune.compress.pipeline import CompressSettings, run_compress
 
     def absolute(path: str | None) -> str | None:  # settings.json compares the files, wherever it is run from
         return str(Path(path).resolve()) if path else None

@@ -18,7 +18,7 @@ import yaml
 from conftest import S2EF_TASK, build_stock, slab_atoms, tiny_config, write_checkpoint, write_task
 
 from fairchem_prune.cli import tool_main
-from fairchem_prune.compress import CompressSettings, _kept_blocks
+from fairchem_prune.compress.pipeline import CompressSettings, _kept_blocks
 from fairchem_prune.compress.budget import Budget, parse_budget, pick
 from fairchem_prune.errors import PruneError
 
