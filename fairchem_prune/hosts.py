@@ -32,12 +32,8 @@ COMMANDS = {
         "distill-cost": "distill_cost", "md-check": "md_check", "compress": "compress",
     },
     2: {
-        "slice": "slice",
-        "benchmark": "benchmark",
-        "finetune-config": "finetune_config",
-        "ablate": "ablate",
-        "relevance": "relevance",
-        "md-check": "md_check",
+        "slice": "slice", "relevance": "relevance", "ablate": "ablate", "finetune-config": "finetune_config",
+        "benchmark": "benchmark", "md-check": "md_check", "compress": "compress",
     },
 }
 PACKAGES = {1: "fairchem_prune.commands", 2: "fairchem_prune.fairchem2.commands"}

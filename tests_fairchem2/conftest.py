@@ -22,6 +22,9 @@ UMA_TINY = FIXTURES / "uma_tiny.pt"
 REDUCED = {"first4": (FIXTURES / "uma_tiny_first4.pt", [0, 1, 2, 3]),
            "blocks0135": (FIXTURES / "uma_tiny_blocks0135.pt", [0, 1, 3, 5])}
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATES = REPO / "configs" / "fairchem2" / "uma_finetune"
+TEMPLATE = "uma_sm_finetune_template.yaml"
 
 torch.set_num_threads(1)  # the references were made with one thread
 
@@ -52,3 +55,52 @@ def cli(*args, cwd, check: bool = True) -> subprocess.CompletedProcess:
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+def emt_structures(n: int, seed: int):
+    """``n`` rattled, strained fcc Cu / Ni / Al cells (4 atoms) with EMT energies (eV) and forces (eV/A)."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    rng = np.random.default_rng(seed)
+    structures = []
+    for i in range(n):
+        element = ["Cu", "Ni", "Al"][i % 3]
+        atoms = bulk(element, "fcc", a={"Cu": 3.61, "Ni": 3.52, "Al": 4.05}[element], cubic=True)
+        atoms.set_cell(atoms.cell * (1 + rng.normal(0, 0.01, (3, 3))), scale_atoms=True)
+        atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
+        atoms.calc = EMT()
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+        structures.append(atoms)
+    return structures
+
+
+@pytest.fixture(scope="session")
+def ft(tmp_path_factory) -> Path:
+    """What ``create_uma_finetune_dataset.py --uma-task omat --regression-tasks ef --output-dir ft``
+    writes for 16 train / 4 val EMT structures: ``ft/train``, ``ft/val`` (ASE-LMDB), the data YAML and
+    the template."""
+    from ase.io import write
+    from fairchem.core.scripts import create_uma_finetune_dataset as script
+    from fairchem.core.scripts.create_finetune_dataset import (
+        compute_normalizer_and_linear_reference,
+        launch_processing,
+    )
+
+    root = tmp_path_factory.mktemp("finetune")
+    for split, n, seed in (("train", 16, 0), ("val", 4, 1)):
+        (root / "raw" / split).mkdir(parents=True)
+        write(root / "raw" / split / "structures.extxyz", emt_structures(n, seed))
+    out = root / "ft"
+    launch_processing(str(root / "raw" / "train"), out / "train", 1)
+    force_rms, linref = compute_normalizer_and_linear_reference(out / "train", 1)
+    launch_processing(str(root / "raw" / "val"), out / "val", 1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(script, "TEMPLATE_DIR", TEMPLATES)
+        script.create_yaml(train_path=str(out / "train"), val_path=str(out / "val"), force_rms=float(force_rms),
+                           linref_coeff=linref, output_dir=out, dataset_name="omat", regression_tasks="ef",
+                           base_model_name="uma-s-1p1")
+    assert (out / TEMPLATE).is_file() and (out / "data" / "uma_conserving_data_task_energy_force.yaml").is_file()
+    return out

@@ -53,9 +53,11 @@ def parse_budget(text: str, metric: str) -> Budget:
     return Budget(text, absolute=value * factor)
 
 
-def pick(candidates: list[dict], reference: float, budget: Budget) -> dict:
+def pick(candidates: list[dict], reference: float, budget: Budget,
+         hint: str = "fine-tune longer (--epochs) or add distilled candidates (--distill)") -> dict:
     """The candidate (``{"name", "blocks", "error", ...}``) with the fewest blocks within ``budget`` of
-    the ``reference`` error (ties: the lower error). PruneError naming the closest one if none is."""
+    the ``reference`` error (ties: the lower error). PruneError naming the closest one if none is, and
+    what else to try (``hint``)."""
     limit = budget.limit(reference)
     within = [c for c in candidates if c["error"] <= limit]
     if within:
@@ -64,4 +66,4 @@ def pick(candidates: list[dict], reference: float, budget: Budget) -> dict:
     raise PruneError(
         f"no candidate is within {budget.text} of the full model's {reference:.4g} (at most {limit:.4g}); the closest is "
         f"{closest['name']} at {closest['error']:.4g} ({100 * (closest['error'] / reference - 1):+.1f}%); "
-        "loosen --budget, fine-tune longer (--epochs) or add distilled candidates (--distill)")
+        f"loosen --budget, {hint}")

@@ -169,7 +169,9 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     rows = report.candidate_rows(models, _cost(bench))
     result = {"settings": asdict(settings), "architecture": architecture.name, "metric": metric, "budget": budget,
               "limit": rule.limit(rows[0]["error"]), "reference": rows[0], "candidates": rows[1:], "pick": None, "final": None,
-              "benchmark_on": "the validation structures", "loads_in": "fairchem's OCPCalculator and `--mode predict`"}
+              "benchmark_on": "the validation structures", "loads_in": "fairchem's OCPCalculator and `--mode predict`",
+              "task": f"{', '.join(f'`{t}`' for t in settings.tasks)}; train `{settings.train}`, val `{settings.val}`",
+              "length": f"{settings.epochs:g} epochs", "error_is": "best validation"}
     try:
         chosen = pick(rows[1:], rows[0]["error"], rule)
     except PruneError as err:
@@ -191,7 +193,7 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
         return None
     target = out / f"compressed_{winner.name}.pt"
     _export(final.best_checkpoint, target)
-    result["final"] = {"run": name, "epochs": epochs, "checkpoint": str(target),
+    result["final"] = {"run": name, "epochs": epochs, "length": f"{epochs:g} epochs", "checkpoint": str(target),
                        "error": best_error(final, metric)}
     report.write_outputs(out, result)
     _say(f"done: {target} ({metric} {result['final']['error']:.4g}); {out / 'report.md'}")

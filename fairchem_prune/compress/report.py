@@ -63,7 +63,7 @@ def plot_pareto(result: dict, path: Path) -> None:
         ax.scatter([picked[0]["samples_per_s"]], [picked[0]["error"]], s=250, marker="*", color="gold",
                    edgecolor="black", zorder=4, label=f"pick: {result['pick']}")
     ax.set(xlabel="throughput (structures/s)", ylabel=f"val {result['metric']}",
-           title=f"{result['settings']['epochs']:g}-epoch fine-tunes of each block count")
+           title=f"fine-tunes of {result['length']} of each block count")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
@@ -71,7 +71,9 @@ def plot_pareto(result: dict, path: Path) -> None:
 
 
 def write_outputs(out: Path, result: dict) -> None:
-    """``compress.json``, ``pareto.png`` and ``report.md``."""
+    """``compress.json``, ``pareto.png`` and ``report.md``. Besides the rows, ``result`` holds the host's
+    words: ``task``, ``length`` (of the candidates' fine-tunes, e.g. "5 epochs"), ``error_is`` (which
+    validation the error is), ``benchmark_on``, ``loads_in`` and the final run's ``length``."""
     with atomic_path(out / "compress.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     plot_pareto(result, out / "pareto.png")
@@ -79,8 +81,8 @@ def write_outputs(out: Path, result: dict) -> None:
     lines = [
         "# fairchem-prune compress", "",
         f"- Checkpoint: `{settings['checkpoint']}` ({result['architecture']}, {result['reference']['blocks']} blocks)",
-        f"- Task: {', '.join(f'`{t}`' for t in settings['tasks'])}; train `{settings['train']}`, val `{settings['val']}`",
-        f"- Every model fine-tuned for {settings['epochs']:g} epochs with the same recipe; its best validation "
+        f"- Task: {result['task']}",
+        f"- Every model fine-tuned for {result['length']} with the same recipe; its {result['error_is']} "
         f"{result['metric']} is shown. Blocks kept by {'GradCAM relevance (relevance.png)' if settings['order'] == 'relevance' else 'position (the first k)'}.",
         f"- Budget: {result['budget']} of the full model's {result['reference']['error']:.4g}, i.e. at most {result['limit']:.4g}.",
         f"- Throughput and peak memory: the benchmark on {result['benchmark_on']} (benchmark.json); "
@@ -93,7 +95,7 @@ def write_outputs(out: Path, result: dict) -> None:
         lines.append(f"No pick: {result.get('no_pick', '')}")
     if result["final"]:
         final = result["final"]
-        lines.append(f"\nFinal fine-tune ({final['epochs']:g} epochs): val {result['metric']} {final['error']:.4g}; "
+        lines.append(f"\nFinal fine-tune ({final['length']}): val {result['metric']} {final['error']:.4g}; "
                      f"checkpoint `{final['checkpoint']}` (loads in {result['loads_in']}).")
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
