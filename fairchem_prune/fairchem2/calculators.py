@@ -42,12 +42,13 @@ def checkpoint_calculators(checkpoints: dict[str, Path], task: str, settings: st
     """(name -> a factory of the checkpoint's ``FAIRChemCalculator`` for ``task``, name -> "gradient" or
     "direct" forces). Every checkpoint is read and checked first, and ``task`` checked against its
     datasets: a PruneError names the first problem."""
-    from fairchem_prune.fairchem2.checkpoints import read_inference_checkpoint
+    from fairchem_prune.fairchem2.checkpoints import read_inference_checkpoint, resolve_path
     from fairchem_prune.fairchem2.relevance import dataset_names
 
     inference_settings(settings)
     factories, kinds = {}, {}
-    for name, path in checkpoints.items():
+    for name, given in checkpoints.items():
+        path = resolve_path(given)  # a file, or a model name in fairchem's cache
         checkpoint = read_inference_checkpoint(path)
         known = dataset_names(checkpoint)
         if task not in known:

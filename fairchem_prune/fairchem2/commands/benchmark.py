@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"fairchem 2 HydraModel config of an eSCN-MD model, built with random weights "
                              f"(default: {DEFAULT_MODEL}, the uma-m 1.1 shape: 10 blocks, 32 experts)")
     source.add_argument("--checkpoint", metavar="PT",
-                        help="fairchem 2 inference checkpoint (MLIPInferenceCheckpoint, e.g. uma-s-1p1.pt): each "
+                        help="fairchem 2 inference checkpoint (MLIPInferenceCheckpoint: a path, or a model name in "
+                             "fairchem's cache such as uma-s-1p1): each "
                              "block count is the checkpoint sliced to its first k blocks (EMA weights where present)")
     parser.add_argument("--blocks", metavar="K,K,...",
                         help="block counts to compare (default: b, b-2, b-4, b-6 of the model's b blocks, e.g. 10,8,6,4; "
@@ -52,8 +53,10 @@ def run(args: argparse.Namespace) -> None:
     refuse_existing(args.out, args.force)
     if not Path(args.out).resolve().parent.is_dir():
         raise PruneError(f"output {args.out}: folder {Path(args.out).parent} does not exist")
+    from fairchem_prune.fairchem2.checkpoints import resolve_path
+
     result = run_benchmark(
-        args.checkpoint or args.config or DEFAULT_MODEL,
+        str(resolve_path(args.checkpoint)) if args.checkpoint else args.config or DEFAULT_MODEL,
         None if args.blocks is None else parse_block_counts(args.blocks), systems=_names(args.systems),
         modes=_names(args.experts), repeats=args.repeats, warmup=args.warmup, device=args.device,
         threads=args.threads, seed=args.seed,
