@@ -20,6 +20,14 @@ def block_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated block indices like 0,1,2,4, got {text!r}") from None
 
 
+def count_list(text: str) -> list[int]:
+    """Parse ``4,3,2`` (or ``4 3 2``) into ``[4, 3, 2]`` (the ``--blocks`` of compress, either host)."""
+    try:
+        return [int(part) for part in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected block counts such as 4,3,2, got {text!r}") from None
+
+
 def resolve_kept_blocks(
     num_source_blocks: int,
     num_blocks_kept: int | None = None,

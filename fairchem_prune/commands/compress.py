@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from fairchem_prune.blocks import count_list
+
 DESCRIPTION = ("fine-tune every block count of a pre-trained checkpoint on a task, pick the fewest blocks within an "
                "accuracy budget of the full model and fine-tune it to the end")
-
-
-def _counts(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected block counts such as 4,3,2, got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="working folder; finished steps in it are skipped on a re-run")
     parser.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs of every candidate (default: 5)")
     parser.add_argument("--final-epochs", type=int, help="epochs of the pick's final fine-tune (default: the recipe's / task's max_epochs)")
-    parser.add_argument("--blocks", type=_counts, help="block counts to try, e.g. 5,4,3 (default: every count below the checkpoint's)")
+    parser.add_argument("--blocks", type=count_list, help="block counts to try, e.g. 5,4,3 (default: every count below the checkpoint's)")
     parser.add_argument("--order", choices=ORDERS, default="relevance",
                         help="which blocks a k-block candidate keeps: the k most relevant by GradCAM (default) or the first k")
     parser.add_argument("--relevance-samples", type=int, default=200, help="training structures the relevance is computed on")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from fairchem_prune.blocks import kept_for_counts
 from fairchem_prune.compress import report
-from fairchem_prune.compress.budget import parse_budget, pick
+from fairchem_prune.compress.budget import parse_budget
 from fairchem_prune.compress.workdir import block_counts, check_settings
 from fairchem_prune.compress.configs import finetune_base, run_config, write_config
 from fairchem_prune.errors import PruneError
@@ -172,16 +172,7 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
               "benchmark_on": "the validation structures", "loads_in": "fairchem's OCPCalculator and `--mode predict`",
               "task": f"{', '.join(f'`{t}`' for t in settings.tasks)}; train `{settings.train}`, val `{settings.val}`",
               "length": f"{settings.epochs:g} epochs", "error_is": "best validation"}
-    try:
-        chosen = pick(rows[1:], rows[0]["error"], rule)
-    except PruneError as err:
-        result["no_pick"] = str(err)
-        report.write_outputs(out, result)
-        raise
-    result["pick"] = chosen["name"]
-    report.write_outputs(out, result)
-    _say(f"pick: {chosen['name']} ({metric} {chosen['error']:.4g} against {rows[0]['error']:.4g}, "
-         f"{chosen['speedup']:.2f}x throughput)")
+    chosen = report.record_pick(out, result, rule, _say)
 
     # the final fine-tune of the pick
     winner = next(c for c in candidates if c.name == chosen["name"])

@@ -99,3 +99,25 @@ def write_outputs(out: Path, result: dict) -> None:
                      f"checkpoint `{final['checkpoint']}` (loads in {result['loads_in']}).")
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+
+
+def record_pick(out: Path, result: dict, rule, say, hint: str | None = None) -> dict:
+    """Apply the budget ``rule`` to ``result``'s candidates (:func:`~fairchem_prune.compress.budget.pick`,
+    with its ``hint`` of what else to try), record the pick (or why there is none) in ``result`` and write
+    the outputs; the chosen row."""
+    from fairchem_prune.compress.budget import pick
+    from fairchem_prune.errors import PruneError
+
+    reference = result["reference"]
+    try:
+        chosen = pick(result["candidates"], reference["error"], rule, **({"hint": hint} if hint else {}))
+    except PruneError as err:
+        result["no_pick"] = str(err)
+        write_outputs(out, result)
+        raise
+    result["pick"] = chosen["name"]
+    write_outputs(out, result)
+    say(f"pick: {chosen['name']} ({result['metric']} {chosen['error']:.4g} against {reference['error']:.4g}, "
+        f"{chosen['speedup']:.2f}x throughput)")
+    return chosen
+

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from fairchem_prune.blocks import kept_for_counts
 from fairchem_prune.compress import report
-from fairchem_prune.compress.budget import parse_budget, pick
+from fairchem_prune.compress.budget import parse_budget
 from fairchem_prune.compress.workdir import block_counts, check_settings
 from fairchem_prune.errors import PruneError
 from fairchem_prune.fairchem2 import escn_md
@@ -149,16 +149,7 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
               "task": f"`{template}` ({task}; fairchem's create_uma_finetune_dataset.py data)",
               "length": _length(settings.steps, settings.epochs) or "the template's length",
               "error_is": "last validation (fairchem's, EMA weights)"}
-    try:
-        chosen = pick(rows[1:], rows[0]["error"], rule, hint="or fine-tune the candidates longer (--steps / --epochs)")
-    except PruneError as err:
-        result["no_pick"] = str(err)
-        report.write_outputs(out, result)
-        raise
-    result["pick"] = chosen["name"]
-    report.write_outputs(out, result)
-    _say(f"pick: {chosen['name']} ({metric} {chosen['error']:.4g} against {rows[0]['error']:.4g}, "
-         f"{chosen['speedup']:.2f}x throughput)")
+    chosen = report.record_pick(out, result, rule, _say, hint="or fine-tune the candidates longer (--steps / --epochs)")
 
     # 5. the final fine-tune of the pick
     winner = next(run for run in candidates if run.name == chosen["name"])

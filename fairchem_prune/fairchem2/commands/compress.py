@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from fairchem_prune.blocks import count_list
+
 DESCRIPTION = ("fine-tune every block count of a fairchem 2 inference checkpoint (UMA, eSEN) with fairchem's own "
                "fine-tuning flow, pick the fewest blocks within an accuracy budget of the full model and fine-tune it "
                "to the end")
@@ -17,13 +19,6 @@ example:
 relevance.json/.png, checkpoints/ (sliced), configs/, runs/ (fairchem -c, console output in logs/),
 benchmark.json, compress.json, report.md, pareto.png and compressed_<pick>.pt. A re-run skips every
 finished run and resumes an interrupted one; another --budget re-picks from the recorded runs."""
-
-
-def _counts(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected block counts such as 4,3,2, got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     final = parser.add_mutually_exclusive_group()
     final.add_argument("--final-steps", type=int, help="steps of the pick's final fine-tune (default: the template's length)")
     final.add_argument("--final-epochs", type=int, help="epochs of the pick's final fine-tune")
-    parser.add_argument("--blocks", type=_counts, help="block counts to try, e.g. 3,2 (default: every count below the checkpoint's)")
+    parser.add_argument("--blocks", type=count_list, help="block counts to try, e.g. 3,2 (default: every count below the checkpoint's)")
     parser.add_argument("--order", choices=ORDERS, default="relevance",
                         help="which blocks a k-block candidate keeps: the k most relevant by GradCAM (default) or the first k")
     parser.add_argument("--task", help="the dataset whose loss relevance scores (default: the template's, e.g. omol)")
