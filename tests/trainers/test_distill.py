@@ -103,10 +103,15 @@ def test_two_cpu_ranks_match_one_rank_with_the_doubled_batch(teacher, emt_lmdb, 
         np.testing.assert_allclose(two, one, rtol=1e-4, err_msg=tag)
 
 
+#: an LR halved every step: a resumed schedule one step off changes the losses by far more than rtol
+STEEP_LR = ["--optim.scheduler=StepLR", "--optim.step_size=1", "--optim.gamma=0.5"]
+
+
 def test_resumed_run_repeats_the_uninterrupted_losses(teacher, emt_lmdb, tmp_path):
     """Epoch-balanced sampling, no sample budget: 2 epochs at once vs a run stopped after 1 epoch,
-    whose last checkpoint is mid-epoch (step 2 of 3), resumed with --checkpoint."""
-    common = ["--task.distill.max_samples=None", "--optim.eval_every=100", "--optim.checkpoint_every=2"]
+    whose last checkpoint is mid-epoch (step 2 of 3, saved before fairchem's LR step of that step),
+    resumed with --checkpoint."""
+    common = ["--task.distill.max_samples=None", "--optim.eval_every=100", "--optim.checkpoint_every=2", *STEEP_LR]
     fairchem(*distill_args(teacher, emt_lmdb, tmp_path, "whole", *common, "--optim.max_epochs=2"), cwd=tmp_path)
     fairchem(*distill_args(teacher, emt_lmdb, tmp_path, "part", *common, "--optim.max_epochs=1"), cwd=tmp_path)
     checkpoint = tmp_path / "checkpoints" / "part" / "checkpoint.pt"
@@ -117,6 +122,28 @@ def test_resumed_run_repeats_the_uninterrupted_losses(teacher, emt_lmdb, tmp_pat
     resumed = tensorboard_scalars(tmp_path, "resumed", "distill_loss")
     assert len(whole) == 6 and len(resumed) == 4  # 24 structures / batch 8 = 3 steps per epoch; steps 3-6
     np.testing.assert_allclose(resumed, whole[2:], rtol=1e-4)
+
+
+def test_a_preemption_inside_the_update_waits_for_its_end(teacher, emt_lmdb, tmp_path):
+    """USR2 raised right after step 4's optimizer update (inside fairchem's ``_backward``): the checkpoint
+    holds the whole of step 4, its LR step included, and the resumed run's steps 5-6 repeat the
+    uninterrupted run's."""
+    import subprocess
+    import sys
+
+    common = ["--task.distill.max_samples=None", "--optim.eval_every=100", "--optim.max_epochs=2", *STEEP_LR]
+    fairchem(*distill_args(teacher, emt_lmdb, tmp_path, "whole", *common), cwd=tmp_path)
+    script = Path(__file__).with_name("preempted_mid_update.py")
+    preempted = subprocess.run([sys.executable, str(script), "4", *map(str, distill_args(
+        teacher, emt_lmdb, tmp_path, "part", *common))], capture_output=True, text=True, cwd=tmp_path)
+    assert preempted.returncode == 0, preempted.stderr[-3000:]
+    checkpoint = tmp_path / "checkpoints" / "part" / "checkpoint.pt"
+    assert torch.load(checkpoint, weights_only=False)["step"] == 4
+    fairchem(*distill_args(teacher, emt_lmdb, tmp_path, "resumed", *common, "--checkpoint", checkpoint), cwd=tmp_path)
+    whole = tensorboard_scalars(tmp_path, "whole", "distill_loss")
+    resumed = tensorboard_scalars(tmp_path, "resumed", "distill_loss")
+    assert len(whole) == 6 and len(resumed) == 2
+    np.testing.assert_allclose(resumed, whole[4:], rtol=1e-4)
 
 
 def test_preempted_submitit_job_checkpoints_requeues_and_finishes(teacher, emt_lmdb, tmp_path):
@@ -132,7 +159,7 @@ def test_preempted_submitit_job_checkpoints_requeues_and_finishes(teacher, emt_l
     from fairchem.core.common.utils import build_config
 
     args, rest = flags.get_parser().parse_known_args([str(a) for a in distill_args(
-        teacher, emt_lmdb, tmp_path, "sub", "--task.distill.max_samples=None", "--optim.max_epochs=30",
+        teacher, emt_lmdb, tmp_path, "sub", "--task.distill.max_samples=None", "--optim.max_epochs=10",
         "--optim.eval_every=1000")])
     config = build_config(args, rest)
     executor = submitit.LocalExecutor(folder=tmp_path / "submitit")
@@ -155,7 +182,7 @@ def test_preempted_submitit_job_checkpoints_requeues_and_finishes(teacher, emt_l
     log = job.stdout() + job.stderr()
     assert "Checkpointing callback is triggered" in log and "Requeued job" in log
     preempted_at = torch.load(checkpoint, weights_only=False)["step"]  # written by the preemption
-    assert 3 <= preempted_at < 90
+    assert 3 <= preempted_at < 30
     steps = [float(v) for v in re.findall(r"ocp_trainer\.py:\d+: \(INFO\): .*?step: ([0-9.e+-]+)", log)]
-    assert steps[-1] == 90  # 30 epochs x 3 steps, completed after the requeue ...
+    assert steps[-1] == 30  # 10 epochs x 3 steps, completed after the requeue ...
     assert steps.count(1.0) == 1 and preempted_at + 1 in steps  # ... resumed after the saved step, not restarted
