@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates (or refreshes) the project's virtual environment at .venv/ and installs fairchem-prune
-# into it, editable, with everything it needs.
+# into it, editable, with everything it needs (the tests' and the documentation's tools too).
 #
 #   ./setup.sh [--wheels DIR] [--python PYTHON]
 #   ./setup.sh --fairchem 2 [--python PYTHON]   # the fairchem-core 2.x host instead: .venv-fairchem2/ with
@@ -103,7 +103,7 @@ find_extensions() {
             echo "setup.sh: $name $version: no wheel in the folder, PyG's index ($PYG_LINKS) or the cache" >&2
             return 1
         else
-            echo "setup.sh: building $name $version from source (CPU only; about 10 minutes on 2 cores)"
+            echo "setup.sh: building $name $version from source (CPU only; the three take about 30 minutes on 2 cores)"
             FORCE_ONLY_CPU=1 "${PIP[@]}" wheel -q --no-build-isolation --no-deps -w "$CACHE" "$spec"
             wheel="$(find_wheel "$CACHE" "$name" "$version" 1)"
         fi
@@ -138,7 +138,7 @@ find_extensions
 "${PIP[@]}" install -q --no-deps "${to_install[@]}"
 
 echo "setup.sh: installing fairchem-prune (editable)"
-"${PIP[@]}" install -q --no-build-isolation -e "$ROOT[fairchem1,test]"
+"${PIP[@]}" install -q --no-build-isolation -e "$ROOT[fairchem1,test,docs]"
 
 "$VENV/bin/python" -c "import torch_scatter, torch_sparse, torch_cluster, fairchem.core, fairchem_prune"
 stamp_now > "$STAMP"
