@@ -10,11 +10,12 @@ modules to be imported:
   or ``trainer:``) first imports the module that registers it. Nothing of ours is imported until such a
   name is actually asked for.
 * ``fairchem.core._cli`` (the ``fairchem`` command): its ``main`` is wrapped so that a
-  :class:`~fairchem_prune.errors.PruneError` raised by our models or trainers in the command's own
-  process (bad data or config, before training starts) ends the command with one ``error: ...`` line
-  on stderr and exit status 2, as this package's tools do, instead of a traceback. Every other
-  exception passes unchanged. With ``--submit --cpu`` the command line also asks Slurm for no GPU
-  (:mod:`fairchem_prune.slurm_cpu`).
+  :class:`~fairchem_prune.errors.PruneError` raised by our models or trainers (bad data or config,
+  before training starts) in the command's own process or in its local ranks (``--num-gpus N``) ends
+  the command with one ``error: ...`` line on stderr and exit status 2, as this package's tools do,
+  instead of a traceback; its ``Runner`` does the same in a Slurm job's log
+  (:mod:`fairchem_prune.job_errors`). Every other exception passes unchanged. With ``--submit --cpu``
+  the command line also asks Slurm for no GPU (:mod:`fairchem_prune.slurm_cpu`).
 * ``fairchem.core.common.distutils``: its ``setup`` is wrapped so that a submitted ``--cpu`` job
   initialises on a CPU-only Slurm node (:mod:`fairchem_prune.slurm_cpu`); other runs are untouched.
 
@@ -92,18 +93,19 @@ def _one_line_errors(main):
     """``main`` of the ``fairchem`` command, printing our PruneError as ``error: ...`` (exit status 2)."""
 
     def wrapped(*args, **kwargs):
+        from fairchem_prune.job_errors import quiet_rank_tracebacks, user_message
         from fairchem_prune.slurm_cpu import submit_argv
 
         if not args and kwargs.get("args") is None:  # the command parses sys.argv itself
             sys.argv[1:] = submit_argv(sys.argv[1:])
         try:
-            return main(*args, **kwargs)
+            with quiet_rank_tracebacks():
+                return main(*args, **kwargs)
         except Exception as err:
-            from fairchem_prune.errors import PruneError
-
-            if not isinstance(err, PruneError):
+            message = user_message(err)  # ours, raised here or by every failed rank
+            if message is None:
                 raise
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {message}", file=sys.stderr)
             raise SystemExit(2) from None
 
     wrapped.__wrapped__ = main
@@ -119,7 +121,10 @@ def _install_module(module) -> None:
 
             module.setup = cpu_setup(module.setup)
     elif not hasattr(module.main, "__wrapped__"):
+        from fairchem_prune.job_errors import one_line_in_jobs
+
         module.main = _one_line_errors(module.main)
+        module.Runner.__call__ = one_line_in_jobs(module.Runner.__call__)
 
 
 class _Loader(importlib.abc.Loader):

@@ -173,12 +173,11 @@ def load_batches(data: str | Path, batch_size: int, num_batches: int, device: st
     collated into ``num_batches`` batches on ``device``. Returns (batches, atoms per structure)."""
     from fairchem.core.datasets import data_list_collater
 
-    from fairchem_prune.datasets.lmdb_io import open_lmdb_dataset
+    from fairchem_prune.datasets.lmdb_io import lmdb_files, open_lmdb_dataset
 
     if data is None:
         raise PruneError("give --data: a fairchem LMDB file or folder with the structures to run on")
-    if not Path(data).exists():
-        raise PruneError(f"data {data}: no such LMDB file or folder")
+    lmdb_files(data)
     try:
         dataset = open_lmdb_dataset(data)
         needed = batch_size * num_batches

@@ -11,11 +11,23 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
 from fairchem_prune import hosts
 from fairchem_prune.errors import PruneError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with Python 3.13's reading of a leading ``-``: a word that starts with ``-`` and a digit
+    (``--budget -5%``, ``--lr -1e-3``) is a value, which the command then checks; Python 3.11's argparse
+    takes ``-5%`` for an unknown option and stops with "expected one argument"."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"-\.?\d")  # 3.13's pattern; subparsers share the class
+
 
 def _command(name: str):
     return importlib.import_module(hosts.command_module(name))
@@ -48,7 +60,7 @@ def tool_main(name: str, argv: Sequence[str] | None = None, prog: str | None = N
     except PruneError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    parser = argparse.ArgumentParser(prog=prog, description=command.DESCRIPTION)
+    parser = ArgumentParser(prog=prog, description=command.DESCRIPTION)
     command.add_arguments(parser)
     return run(command, parser.parse_args(argv))
 
@@ -63,8 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PruneError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    parser = argparse.ArgumentParser(prog="fairchem-prune",
-                                     description=f"Smaller, faster FAIRChem GNN potentials (beside fairchem-core {host}.x).")
+    parser = ArgumentParser(prog="fairchem-prune",
+                            description=f"Smaller, faster FAIRChem GNN potentials (beside fairchem-core {host}.x).")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in hosts.COMMANDS[host]:
         command = _command(name)

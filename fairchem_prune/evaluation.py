@@ -19,8 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from fairchem_prune.checkpoints import read_checkpoint
-from fairchem_prune.datasets.lmdb_io import open_lmdb_dataset
-from fairchem_prune.errors import PruneError
+from fairchem_prune.datasets.lmdb_io import lmdb_files, open_lmdb_dataset
 from fairchem_prune.graphs import build_graphs_per_structure
 
 S2EF_METRICS = {"energy": ["mae"], "forces": ["mae", "cosine_similarity"]}
@@ -83,8 +82,7 @@ def evaluate_on_datasets(
 ) -> dict[str, dict[str, float]]:
     """:func:`evaluate_checkpoint` on each of ``datasets`` (name -> LMDB), loading the model once."""
     for lmdb in datasets.values():
-        if not Path(lmdb).exists():
-            raise PruneError(f"data {lmdb}: no such LMDB file or folder")
+        lmdb_files(lmdb)
     metrics = metrics or S2EF_METRICS
     trainer = load_trainer(checkpoint, device)
     return {name: _evaluate(trainer, Path(checkpoint), lmdb, metrics, batch_size, progress)

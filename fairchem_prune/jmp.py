@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from fairchem_prune.datasets.raw import JMP_TAG
 from fairchem_prune.errors import PruneError
 from fairchem_prune.params import count_parameters
 
@@ -155,7 +156,7 @@ def model_config(jmp: JMPCheckpoint, task: str) -> dict:
     config = {key: copy.deepcopy(backbone[key]) for key in SHARED_KEYS if backbone.get(key) is not None}
     config.update(
         cutoff=cutoff, cutoff_qint=cutoff, cutoff_aeaint=cutoff, cutoff_aint=cutoff, **MAX_NEIGHBORS,
-        use_pbc=True, use_pbc_single=True, otf_graph=True, cell_offset_convention="jmp",
+        use_pbc=True, use_pbc_single=True, otf_graph=True, cell_offset_convention="jmp", untagged_tag=JMP_TAG,
         num_mlps=int(jmp.hparams.get("output", {}).get("num_mlps", 1)),
     )
     if task != "none":

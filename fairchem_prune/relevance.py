@@ -111,7 +111,7 @@ def block_relevance(
     data set is smaller). Returns ``{"blocks": [...], "datasets": {name: {"energy", "forces",
     "combined", "raw": {"energy", "forces"}, "num_samples"}}}``.
     """
-    from fairchem_prune.datasets.lmdb_io import open_lmdb_dataset
+    from fairchem_prune.datasets.lmdb_io import lmdb_files, open_lmdb_dataset
     from fairchem_prune.evaluation import load_trainer
 
     names = list(names) if names else [Path(d).stem if Path(d).is_file() else Path(d).name for d in datasets]
@@ -120,8 +120,7 @@ def block_relevance(
     if len(set(names)) != len(names):
         raise PruneError(f"data set names {names} are not unique; give distinct --names")
     for path in datasets:
-        if not Path(path).exists():
-            raise PruneError(f"data {path}: no such LMDB file or folder")
+        lmdb_files(path)
     if num_samples < 1 or batch_size < 1:
         raise PruneError("--num-samples and --batch-size must be at least 1")
     trainer = load_trainer(checkpoint, device)

@@ -164,6 +164,42 @@ def test_each_jmp_behaviour_is_needed(converted, behaviour, systems, tmp_path, o
         assert errors["jmp"] <= 1e-4 and errors["fairchem"] > 1e-3, (name, behaviour, errors)
 
 
+def test_a_molecule_with_ase_default_tags_gets_jmps_molecule_outputs(converted, tmp_path, one_thread):
+    """JMP tags every atom of a molecule 2; the converted model reads a structure whose tags are all 0
+    (ASE's default) so (``untagged_tag: 2``): the fixture's molecules without tags give JMP's outputs,
+    the user's atoms keep tags 0, and in a batch a tagged slab keeps its tags. A checkpoint without the
+    option refuses the untagged molecule in one line that names ``atoms.set_tags(2)``."""
+    from fairchem.core.common.relaxation.ase_utils import OCPCalculator
+    from fairchem.core.datasets import data_list_collater
+    from fairchem.core.preprocessing import AtomsToGraphs
+
+    from fairchem_prune.errors import PruneError
+
+    std = META["normalization_std"]["oc20"]
+    calc = OCPCalculator(checkpoint_path=str(converted("oc20")), cpu=True, seed=0)
+    for name in ("methane_12A", "benzene_12A"):
+        atoms = atoms_of(name)
+        atoms.set_tags(0)
+        atoms.calc = calc
+        energy_ref = reference("ema", name, "energy")[0] * std["y"]
+        forces_ref = reference("ema", name, "forces")[..., 0] * std["force"]
+        assert abs(atoms.get_potential_energy() - energy_ref) / abs(energy_ref) <= 1e-4, name
+        assert np.abs(atoms.get_forces() - forces_ref).max() / np.abs(forces_ref).max() <= 1e-4, name
+        assert not atoms.get_tags().any()
+    molecule, slab = atoms_of("methane_12A"), atoms_of("cu111_O_slab_oc20")
+    molecule.set_tags(0)
+    batch = data_list_collater(AtomsToGraphs(r_edges=False).convert_all([molecule, slab], disable_tqdm=True))
+    tags = calc.trainer.model.quadruplet_tags(batch)
+    assert tags.tolist() == [2] * len(molecule) + REFERENCE["cu111_O_slab_oc20__tags"].tolist()
+    assert not batch.tags[:len(molecule)].any()
+
+    older = OCPCalculator(checkpoint_path=str(with_model(converted("oc20"), tmp_path / "older.pt", untagged_tag=None)),
+                          cpu=True, seed=0)
+    molecule.calc = older
+    with pytest.raises(PruneError, match=r"have atom tags \[0\] .* \(ASE: atoms.set_tags\(2\);"):
+        molecule.get_potential_energy()
+
+
 def test_checkpoint_records_jmp_architecture_graph_and_normalizers(converted):
     checkpoint = torch.load(converted("oc20"), weights_only=False)
     model = checkpoint["config"]["model"]
@@ -173,6 +209,7 @@ def test_checkpoint_records_jmp_architecture_graph_and_normalizers(converted):
         assert model[key] == backbone[key]
     assert model["qint_tags"] == [1, 2] and model["num_elements"] == 120 and model["absolute_rbf_cutoff"] == 12.0
     assert model["cell_offset_convention"] == "jmp" and model["num_mlps"] == 5 and model["activation"] == "silu"
+    assert model["untagged_tag"] == 2
     assert model["use_pbc"] and model["use_pbc_single"]  # one graph per structure, as JMP builds them
     assert [model[key] for key in GRAPH_CUTOFFS] == [12.0] * 4
     assert (model["max_neighbors"], model["max_neighbors_qint"], model["max_neighbors_aeaint"],

@@ -103,7 +103,8 @@ def test_shipped_finetune_config_trains_one_epoch_from_the_converted_backbone(jm
 
 
 def test_molecules_without_jmp_tags_are_one_error_line_before_training(jmp, tmp_path):
-    """Through the stock fairchem command: one line, exit status 2, no training step."""
+    """Through the stock fairchem command, with the converted checkpoint's reading of untagged structures
+    turned off (``untagged_tag: None``; tests/test_jmp.py has it on): one line, exit status 2, no training step."""
     from ase.calculators.singlepoint import SinglePointCalculator
 
     from fairchem_prune.datasets.lmdb_io import atoms_to_data, write_lmdb
@@ -119,7 +120,8 @@ def test_molecules_without_jmp_tags_are_one_error_line_before_training(jmp, tmp_
     config = REPO / "configs" / "finetune" / "rmd17_aspirin_2b.yml"
     result = subprocess.run(
         [str(FAIRCHEM), "--mode", "train", "--config-yml", str(config), "--cpu", "--run-dir", str(tmp_path),
-         "--timestamp-id", "ft", f"--model.pretrained_checkpoint={jmp['none']}", "--optim.num_workers=0",
+         "--timestamp-id", "ft", f"--model.pretrained_checkpoint={jmp['none']}", "--model.untagged_tag=None",
+         "--optim.num_workers=0",
          f"--dataset.train.src={tmp_path / 'train'}", f"--dataset.val.src={tmp_path / 'val'}",
          f"--dataset.test.src={tmp_path / 'test'}"],
         capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})

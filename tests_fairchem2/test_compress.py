@@ -89,3 +89,19 @@ def test_other_settings_in_the_same_folder_are_refused(done, ft):
     out, _ = done
     with pytest.raises(Exception, match="holds a compress run with other settings"):
         run_compress(settings(ft, steps=5), out, "5%")
+
+
+@pytest.mark.parametrize("budget", ["-5%", "0%", "0meV/A"])
+def test_a_budget_not_above_zero_is_one_line_before_anything_is_read(budget, tmp_path, capsys):
+    """``--budget -5%`` reaches the check (Python 3.11's argparse took it for an option); an energy budget
+    is not refused before the metric is known."""
+    from fairchem_prune.cli import tool_main
+
+    args = ["--checkpoint", str(tmp_path / "none.pt"), "--template", str(tmp_path / "none.yaml"), "--steps", "1",
+            "--out", str(tmp_path / "out")]
+    assert tool_main("compress", [*args, "--budget", budget]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --budget {budget}: a budget is the error allowed above the full model's and must be above 0; give "
+        "e.g. 5% or 2meV/A"]
+    assert tool_main("compress", [*args, "--budget", "10meV"]) == 2
+    assert "--budget" not in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -1,8 +1,8 @@
 """The accuracy budget of ``fairchem-prune compress`` and the rule that picks a candidate with it.
 
 A budget is relative (``5%``: at most 5% above the reference's validation error) or absolute with a
-unit (``2meV/A``: at most 2 meV/Å above it). The reference is the full model fine-tuned under the same
-compute budget as the candidates. The rule picks the candidate with the fewest blocks whose error is
+unit (``2meV/A``: at most 2 meV/Å above it), and above 0. The reference is the full model fine-tuned
+under the same compute budget as the candidates. The rule picks the candidate with the fewest blocks whose error is
 within the budget; between candidates of the same block count (BR and BR+KD), the lower error.
 """
 
@@ -16,7 +16,7 @@ from fairchem_prune.errors import PruneError
 #: budget units -> (factor to fairchem's units, eV or eV/Å; whether the unit is per Å)
 UNITS = {"mev/a": (1e-3, True), "mev/å": (1e-3, True), "ev/a": (1.0, True), "ev/å": (1.0, True),
          "mev": (1e-3, False), "ev": (1.0, False)}
-_BUDGET = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%|[a-zA-Zå/Å]+)\s*")
+_BUDGET = re.compile(r"\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%|[a-zA-Zå/Å]+)\s*")
 #: substrings of fairchem metric names that are errors (lower is better)
 ERROR_METRICS = ("mae", "mse", "rmse")
 
@@ -32,9 +32,10 @@ class Budget:
         return reference * (1.0 + self.relative) if self.relative is not None else reference + self.absolute
 
 
-def parse_budget(text: str, metric: str) -> Budget:
-    """``5%`` / ``2meV/A`` / ``0.01 eV`` for fairchem's primary ``metric`` (e.g. ``forces_mae``, eV/Å)."""
-    if not any(part in metric for part in ERROR_METRICS):
+def parse_budget(text: str, metric: str | None) -> Budget:
+    """``5%`` / ``2meV/A`` / ``0.01 eV`` for fairchem's primary ``metric`` (e.g. ``forces_mae``, eV/Å);
+    ``metric`` None checks the text alone (before the metric is known)."""
+    if metric is not None and not any(part in metric for part in ERROR_METRICS):
         raise PruneError(f"the task's primary metric {metric!r} is not an error (MAE, MSE, RMSE); "
                          "set evaluation_metrics.primary_metric to one, e.g. forces_mae")
     match = _BUDGET.fullmatch(str(text))
@@ -42,12 +43,15 @@ def parse_budget(text: str, metric: str) -> Budget:
         raise PruneError(f"--budget {text!r}: give a relative budget such as 5% or an absolute one with a unit "
                          "such as 2meV/A or 10meV")
     value, unit = float(match.group(1)), match.group(2)
+    if value <= 0:
+        raise PruneError(f"--budget {text}: a budget is the error allowed above the full model's and must be above 0; "
+                         "give e.g. 5% or 2meV/A")
     if unit == "%":
         return Budget(text, relative=value / 100.0)
     if unit.lower() not in UNITS:
         raise PruneError(f"--budget {text!r}: unknown unit {unit!r}; use % or one of meV/A, eV/A, meV, eV")
     factor, per_angstrom = UNITS[unit.lower()]
-    if per_angstrom != metric.startswith("forces"):
+    if metric is not None and per_angstrom != metric.startswith("forces"):
         wanted = "meV/A or eV/A" if metric.startswith("forces") else "meV or eV"
         raise PruneError(f"--budget {text!r}: the primary metric {metric} is not in {unit}; give it in {wanted} or as %")
     return Budget(text, absolute=value * factor)

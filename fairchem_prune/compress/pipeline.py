@@ -92,8 +92,13 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
         raise PruneError(f"--order must be one of {ORDERS}, got {settings.order!r}")
     if settings.epochs < 1 or (final_epochs is not None and final_epochs < 1):
         raise PruneError("--epochs and --final-epochs must be at least 1")
+    parse_budget(budget, None)  # the unit is checked against the task's metric below
     train_size = _dataset_size(train, "--train")
     _dataset_size(val, "--val")
+    if settings.distill:
+        _dataset_size(Path(settings.distill), "--distill")
+        if Path(settings.distill).resolve() == val.resolve():
+            raise PruneError(f"--distill {settings.distill} is the validation data; give pre-training structures")
     source = load_source(checkpoint)
     architecture, b = source.architecture, source.num_blocks
     counts = block_counts(settings.blocks, b)
@@ -107,7 +112,7 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
 
         if not torch.cuda.is_available():
             raise PruneError("--device cuda: no CUDA device visible to torch; use --device cpu")
-    check_settings(out, settings)
+    take_back = check_settings(out, settings)
     fairchem_args = (["--cpu"] if device == "cpu" else []) + list(fairchem_args or [])
     steps_per_epoch = math.ceil(train_size / int(base.get("optim", {}).get("batch_size", 1)))
 
@@ -127,8 +132,12 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     check = not reference.finished and not reference.submitted_marker.exists()
     score = settings.order == "relevance" and not relevance_path.exists()
     if check or score:
-        _inspect(reference, out, device, base["outputs"] if check else None, relevance_path if score else None,
-                 architecture.label, settings)
+        try:
+            _inspect(reference, device, base["outputs"] if check else None, relevance_path if score else None,
+                     architecture.label, settings)
+        except BaseException:  # refused (the task) or interrupted before any training: --out as it was
+            take_back()
+            raise
     relevance = json.loads(relevance_path.read_text()) if settings.order == "relevance" else None
     if relevance is not None and not (out / "relevance.png").exists():
         from fairchem_prune.relevance import plot_relevance
@@ -209,10 +218,9 @@ def _cost(bench: dict) -> dict[int, dict]:
 
 
 def _dataset_size(path: Path, option: str) -> int:
-    from fairchem_prune.datasets.lmdb_io import open_lmdb_dataset
+    from fairchem_prune.datasets.lmdb_io import lmdb_files, open_lmdb_dataset
 
-    if not path.exists():
-        raise PruneError(f"{option} {path}: no such LMDB file or folder")
+    lmdb_files(path, option)
     return len(open_lmdb_dataset(path))
 
 
@@ -224,9 +232,10 @@ def _stage(path: Path, compute) -> dict:
 
 
 @contextlib.contextmanager
-def _probe(run: FairchemRun, out: Path, device: str):
+def _probe(run: FairchemRun, device: str):
     """fairchem's trainer of ``run``'s config, built here without training (its files in a scratch
-    folder under ``out``, removed after; fairchem's INFO logging silenced)."""
+    folder in the system's temporary folder, never in ``--out``, removed after; fairchem's INFO logging
+    silenced)."""
     import logging
     import shutil
     import tempfile
@@ -234,7 +243,7 @@ def _probe(run: FairchemRun, out: Path, device: str):
 
     from fairchem_prune.fairchem_runs import build_trainer
 
-    scratch = Path(tempfile.mkdtemp(prefix="probe_", dir=out))
+    scratch = Path(tempfile.mkdtemp(prefix="fairchem_prune_probe_"))
     args = ["--mode", "train", "--config-yml", str(run.config), "--run-dir", str(scratch), "--timestamp-id", "probe"]
     logging.disable(logging.WARNING)  # the config, the missing metadata.npz, the sampler
     try:
@@ -246,19 +255,26 @@ def _probe(run: FairchemRun, out: Path, device: str):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _inspect(reference: FairchemRun, out: Path, device: str, outputs: dict | None, relevance: Path | None, label: str,
+def _inspect(reference: FairchemRun, device: str, outputs: dict | None, relevance: Path | None, label: str,
              settings: CompressSettings) -> None:
     """With the reference's trainer built here: check that it gives the task's ``outputs``, and write
-    the block ``relevance``. The trainer and its open datasets are released before this returns."""
+    the block ``relevance``. The trainer and its open datasets are released before this returns or
+    raises (a PruneError, Ctrl-C), so that the same process may open the data again."""
     import gc
+    import traceback
 
-    with _probe(reference, out, device) as trainer:
-        if outputs is not None:
-            _check_task(trainer, outputs, label, settings.checkpoint)
-        if relevance is not None:
-            _stage(relevance, functools.partial(_relevance, trainer, settings))
-    del trainer
-    gc.collect()
+    try:
+        with _probe(reference, device) as trainer:
+            if outputs is not None:
+                _check_task(trainer, outputs, label, settings.checkpoint)
+            if relevance is not None:
+                _stage(relevance, functools.partial(_relevance, trainer, settings))
+    except BaseException as err:
+        traceback.clear_frames(err.__traceback__)  # its frames hold the trainer
+        raise
+    finally:
+        trainer = None
+        gc.collect()
 
 
 def _check_task(trainer, outputs: dict, label: str, checkpoint: str) -> None:
@@ -308,8 +324,6 @@ def _distilled(settings, out, checkpoint, architecture, counts, kept, config_of)
     from fairchem_prune.resources import config_path
 
     data = Path(settings.distill)
-    if data.resolve() == Path(settings.val).resolve():
-        raise PruneError(f"--distill {data} is the validation data; give pre-training structures")
     samples = settings.distill_samples or _dataset_size(data, "--distill")
     distill_base = config_path(architecture.distill_config)
     form = {"name": load_config(str(distill_base))[0]["model"].get("name")}

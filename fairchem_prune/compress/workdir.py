@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,9 +21,10 @@ def block_counts(blocks: list[int] | None, b: int) -> list[int]:
     return counts
 
 
-def check_settings(out: Path, settings) -> None:
+def check_settings(out: Path, settings) -> Callable[[], None]:
     """``out/settings.json`` records what the candidates were made with (``settings``, a dataclass); other
-    settings need another --out."""
+    settings need another --out. Returns what takes back this call's start of a new folder (removes what
+    is in it, and the folder if this call made it); a no-op for a folder that held the run already."""
     path = out / "settings.json"
     mine = json.loads(json.dumps(asdict(settings)))
     if path.exists():
@@ -30,8 +33,17 @@ def check_settings(out: Path, settings) -> None:
         if changed:
             raise PruneError(f"{out} holds a compress run with other settings "
                              f"({', '.join(f'{k}: {before.get(k)!r}' for k in changed)}); choose another --out")
-        return
-    if out.exists() and any(out.iterdir()):
+        return lambda: None
+    existed = out.exists()
+    if existed and any(out.iterdir()):
         raise PruneError(f"--out {out} exists and is not a compress folder; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(mine, indent=2) + "\n")
+
+    def take_back() -> None:
+        for child in out.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        if not existed:
+            out.rmdir()
+
+    return take_back

@@ -59,6 +59,21 @@ def write_lmdb(path: str | Path, data: Iterable[Data], overwrite: bool = False, 
     return count
 
 
+def lmdb_files(path: str | Path, name: str = "data") -> list[Path]:
+    """The LMDB files of ``path`` (a file, or a folder of ``*.lmdb``); a one-line PruneError naming the
+    option ``name`` if there is no such file or folder, or the folder holds none."""
+    path = Path(path)
+    if not path.exists():
+        raise PruneError(f"{name} {path}: no such LMDB file or folder")
+    if not path.is_dir():
+        return [path]
+    files = sorted(path.glob("*.lmdb"))
+    if not files:
+        raise PruneError(f"{name} {path}: the folder exists but holds no .lmdb files; give an LMDB file or a folder "
+                         "of *.lmdb files (tools/prepare_dataset.py writes them)")
+    return files
+
+
 def open_lmdb_dataset(path: str | Path):
     """fairchem's ``LmdbDataset`` of the LMDB file or folder (every ``*.lmdb`` in it) ``path``. A missing,
     empty or corrupt one is a one-line PruneError; each file is opened with ``lmdb`` first, because a
@@ -66,10 +81,7 @@ def open_lmdb_dataset(path: str | Path):
     from fairchem.core.datasets import LmdbDataset
 
     path = Path(path)
-    files = sorted(path.glob("*.lmdb")) if path.is_dir() else [path]
-    if not path.exists() or not files:
-        raise PruneError(f"data {path}: no such LMDB file or folder of .lmdb files")
-    for file in files:
+    for file in lmdb_files(path):
         try:
             lmdb.open(str(file), subdir=False, readonly=True, lock=False).close()
         except lmdb.Error as err:

@@ -93,6 +93,7 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     from fairchem_prune.fairchem2.checkpoints import read_inference_checkpoint, resolve_path, source_blocks
 
     out = Path(out)
+    parse_budget(budget, None)  # the unit is checked against the metric once the runs report it
     checkpoint, template = resolve_path(settings.checkpoint), Path(settings.template)
     if settings.order not in ORDERS:
         raise PruneError(f"--order must be one of {ORDERS}, got {settings.order!r}")
@@ -109,7 +110,6 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     source = read_inference_checkpoint(checkpoint)
     b = escn_md.num_blocks(source.model_config, f"checkpoint {checkpoint}")
     counts = block_counts(settings.blocks, b)
-    rule = parse_budget(budget, "forces_mae")  # the unit check against the metric comes with the metric
     if device == "cuda":
         import torch
 

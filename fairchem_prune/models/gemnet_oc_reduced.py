@@ -16,6 +16,7 @@ fairchem's, as options that default to fairchem's behaviour: a fixed radial-basi
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 
 import torch
@@ -51,20 +52,49 @@ def mlp_head(width: int, num_mlps: int) -> nn.Sequential:
 
 
 #: the JMP options (see :class:`GemNetOCReduced`) and their defaults, fairchem's behaviour
-JMP_OPTION_DEFAULTS = {"absolute_rbf_cutoff": None, "cell_offset_convention": "fairchem", "num_mlps": 1}
+JMP_OPTION_DEFAULTS = {"absolute_rbf_cutoff": None, "cell_offset_convention": "fairchem", "num_mlps": 1,
+                       "untagged_tag": None}
 
 
 def _jmp_options(kwargs: dict) -> dict:
     """Pop and check the JMP options of a model config ``kwargs`` (defaults filled in)."""
     options = {key: kwargs.pop(key, default) for key, default in JMP_OPTION_DEFAULTS.items()}
-    cutoff, convention, num_mlps = options.values()
+    cutoff, convention, num_mlps, untagged = options.values()
     if cutoff is not None and (isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or cutoff <= 0):
         raise PruneError(f"absolute_rbf_cutoff must be a positive distance in Å (or null), got {cutoff!r}")
     if convention not in CELL_OFFSET_CONVENTIONS:
         raise PruneError(f"cell_offset_convention must be one of {CELL_OFFSET_CONVENTIONS}, got {convention!r}")
     if isinstance(num_mlps, bool) or not isinstance(num_mlps, int) or num_mlps < 1:
         raise PruneError(f"num_mlps must be a positive number of output-head layers, got {num_mlps!r}")
+    if untagged is not None and (isinstance(untagged, bool) or not isinstance(untagged, int) or untagged < 0):
+        raise PruneError(f"untagged_tag must be an atom tag (JMP's: 2) or null, got {untagged!r}")
     return options
+
+
+def check_graph_sizes(kwargs: dict) -> None:
+    """PruneError instead of fairchem's bare ``AssertionError`` when a GemNet-OC config ``kwargs`` makes
+    the atom-interaction graph smaller than another: fairchem selects the main, quadruplet and
+    atom-edge graphs out of it, so with ``atom_interaction`` its ``cutoff_aint`` / ``max_neighbors_aint``
+    must be at least theirs (fairchem's ``set_cutoffs`` / ``set_max_neighbors`` rules)."""
+    if not kwargs.get("atom_interaction", False):
+        return  # fairchem then takes the largest of the others
+    defaults = inspect.signature(GemNetOC.__init__).parameters
+    for kind in ("cutoff", "max_neighbors"):
+        largest = kwargs.get(f"{kind}_aint")
+        if largest is None:
+            continue
+        others = {kind: kwargs.get(kind, defaults[kind].default)}
+        if kwargs.get("quad_interaction", False):
+            others[f"{kind}_qint"] = kwargs.get(f"{kind}_qint")
+        if kwargs.get("atom_edge_interaction", False) or kwargs.get("edge_atom_interaction", False):
+            others[f"{kind}_aeaint"] = kwargs.get(f"{kind}_aeaint")
+        above = {key: value for key, value in others.items() if value is not None and value > largest}
+        if above:
+            given = ", ".join(f"{key}={value}" for key, value in above.items())
+            raise PruneError(
+                f"model {given} > {kind}_aint={largest}: GemNet-OC takes its other graphs out of the atom-interaction "
+                f"graph, which must be the largest; set {kind}_aint to at least {max(above.values())} or lower "
+                f"{' and '.join(above)}")
 
 
 def is_output_layer_key(key: str) -> bool:
@@ -105,8 +135,13 @@ class GemNetOCReduced(GemNetOC):
         head_init: with ``pretrained_checkpoint``: ``"pretrained"`` copies the output heads,
             ``"fresh"`` keeps them freshly initialised (JMP fine-tunes with a fresh head); then
             ``num_mlps`` may differ from the checkpoint's.
+        untagged_tag (keyword): a structure whose atoms all carry tag 0 (untagged: ASE's default, a
+            molecule or a bulk crystal) is read as if every atom carried this tag when the quadruplets
+            are chosen by ``qint_tags``; JMP tags such structures 2 (its non-catalysis convention), and
+            a converted JMP checkpoint sets 2. None (default): the tags as given, fairchem's behaviour.
+            Structures with any non-zero tag (OC20 slabs: 0 bulk, 1 surface, 2 adsorbate) keep theirs.
         activation (keyword): fairchem's ``silu`` or JMP's name for it, ``scaled_silu``.
-            The three JMP options are read from ``pretrained_checkpoint`` unless given, and recorded
+            The four JMP options are read from ``pretrained_checkpoint`` unless given, and recorded
             in ``resolved_config`` where they differ from fairchem's behaviour.
         **kwargs: any other ``gemnet_oc`` argument.
 
@@ -156,11 +191,13 @@ class GemNetOCReduced(GemNetOC):
 
         kept, origin = kept_with_origin(num_blocks, num_blocks_kept, kept_blocks, source_blocks, ADAPTER.block_kind)
         options = _jmp_options(kwargs)
+        check_graph_sizes(kwargs)
         # read by init_basis_functions, which GemNetOC.__init__ calls
         object.__setattr__(self, "absolute_rbf_cutoff", options["absolute_rbf_cutoff"])
         super().__init__(num_blocks=len(kept), **kwargs)
         self.kept_blocks, self.source_blocks = kept, origin
         self.cell_offset_convention, self.num_mlps = options["cell_offset_convention"], options["num_mlps"]
+        self.untagged_tag = options["untagged_tag"]
         if self.num_mlps > 1:
             self._build_mlp_heads(kwargs)
         self.resolved_config = {
@@ -215,19 +252,35 @@ class GemNetOCReduced(GemNetOC):
     def check_input(self, data) -> None:
         """Raise PruneError if the model cannot run on ``data`` (a batch or one structure): with
         quadruplet interactions, some atom must carry one of ``qint_tags`` (fairchem fails with a
-        reshape error otherwise)."""
+        reshape error otherwise), ``untagged_tag`` applied."""
         if not self.quad_interaction:
             return
-        tags = data.tags.long()
+        tags = self.quadruplet_tags(data)
         wanted = self.qint_tags.to(tags.device)
         if not torch.isin(tags, wanted).any():
             raise PruneError(
                 f"the structures have atom tags {sorted(set(tags.tolist()))} but the model's quadruplet interactions "
-                f"need atoms tagged qint_tags {wanted.tolist()}; convert molecules with JMP's convention (tag 2 on "
-                "every atom, as tools/prepare_dataset.py does) or set model.qint_tags to include the data's tags"
+                f"need atoms tagged qint_tags {wanted.tolist()}; tag molecules as JMP does, 2 on every atom (ASE: "
+                "atoms.set_tags(2); tools/prepare_dataset.py writes it), or set model.untagged_tag: 2 (untagged "
+                "structures read so) or model.qint_tags to include the data's tags"
             )
 
+    def quadruplet_tags(self, data) -> torch.Tensor:
+        """The atom tags (N,) that ``qint_tags`` selects the quadruplets by: ``data.tags`` (a batch or
+        one structure), with every atom of an untagged structure (all tags 0) tagged ``untagged_tag``
+        when that is set."""
+        tags = data.tags.long()
+        if self.untagged_tag is None or not tags.numel():
+            return tags
+        batch = data.batch if getattr(data, "batch", None) is not None else torch.zeros_like(tags)
+        tagged = torch.zeros(int(batch.max()) + 1, dtype=torch.long, device=tags.device)
+        tagged.index_add_(0, batch, (tags != 0).long())  # per structure: how many atoms carry a tag
+        return torch.where(tagged[batch] > 0, tags, self.untagged_tag)
+
     def get_graphs_and_indices(self, data):
+        if self.untagged_tag is not None:  # a shallow copy: the caller's batch keeps its tags
+            data = copy.copy(data)
+            data.tags = self.quadruplet_tags(data)
         self.check_input(data)
         return super().get_graphs_and_indices(data)
 

@@ -157,10 +157,26 @@ def test_data_without_quadruplet_tags_is_a_clear_error():
     ({"cell_offset_convention": "ase"}, "cell_offset_convention must be one of"),
     ({"num_mlps": 0}, "num_mlps must be a positive number"),
     ({"head_init": "zero"}, "head_init must be one of"),
+    ({"untagged_tag": -1}, "untagged_tag must be an atom tag"),
 ])
 def test_bad_jmp_option_is_an_error(option, message):
     with pytest.raises(PruneError, match=message):
         Reduced(**tiny_config(), **option)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"max_neighbors": 50}, r"^model max_neighbors=50 > max_neighbors_aint=30: GemNet-OC takes its other graphs "
+                            r"out of the atom-interaction graph, which must be the largest; set max_neighbors_aint "
+                            r"to at least 50 or lower max_neighbors$"),
+    ({"cutoff_qint": 7.0, "cutoff_aeaint": 6.5},
+     r"^model cutoff_qint=7.0, cutoff_aeaint=6.5 > cutoff_aint=6.0: .* set cutoff_aint to at least 7.0 or lower "
+     r"cutoff_qint and cutoff_aeaint$"),
+])
+def test_an_atom_interaction_graph_smaller_than_another_is_one_line(change, message):
+    """fairchem's own check is a bare AssertionError; without atom interactions fairchem sizes that graph itself."""
+    with pytest.raises(PruneError, match=message):
+        Reduced(**tiny_config(**change))
+    assert Reduced(**tiny_config(**change, atom_interaction=False)).max_neighbors_aint >= 20
 
 
 def test_hydra_backbone_refuses_the_mlp_head():

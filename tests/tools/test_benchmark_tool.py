@@ -51,6 +51,8 @@ def test_script_runs_end_to_end_prints_the_table_and_writes_json(tiny_gemnet_fil
         ("missing data", ["--data", "{tmp}/missing.lmdb"], "missing.lmdb: no such LMDB file or folder"),
         ("no data", ["--data", None], "give --data"),
         ("corrupt data", ["--data", "{tmp}/corrupt.lmdb"], "cannot be read as a fairchem LMDB"),
+        ("empty data folder", ["--data", "{tmp}/empty"], "empty: the folder exists but holds no .lmdb files; give an "
+                                                          "LMDB file or a folder of *.lmdb files"),
         ("not a list", ["--blocks", "six,five"], "expected comma-separated block counts"),
         ("too many blocks", ["--blocks", "6,4"], "[6] out of range: the model has 5 interaction blocks"),
         ("duplicates", ["--blocks", "4,4"], "has duplicates"),
@@ -62,6 +64,7 @@ def test_script_runs_end_to_end_prints_the_table_and_writes_json(tiny_gemnet_fil
 def test_bad_input_gives_one_clear_line(tiny_gemnet_files, tmp_path, capsys, case, args, message):
     config, data = tiny_gemnet_files
     (tmp_path / "corrupt.lmdb").write_bytes(b"not an lmdb" * 100)
+    (tmp_path / "empty").mkdir()
     (tmp_path / "schnet.yml").write_text(yaml.safe_dump({"model": {"name": "schnet", "hidden_channels": 8}}))
     (tmp_path / "existing.json").write_text("precious")
     options = {"--config": str(config), "--data": str(data), "--blocks": "2", "--out": str(tmp_path / "out.json"),
@@ -115,8 +118,8 @@ def test_script_takes_a_converted_jmp_checkpoint(tiny_gemnet_files, tmp_path):
     out = tmp_path / "bench.json"
     result = quick_benchmark(checkpoint, data, "3,2", "direct", out)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert ("note: the stock gemnet_oc has no absolute_rbf_cutoff, cell_offset_convention, num_mlps: it is built "
-            "without them") in result.stdout
+    assert ("note: the stock gemnet_oc has no absolute_rbf_cutoff, cell_offset_convention, num_mlps, untagged_tag: it "
+            "is built without them") in result.stdout
     saved = json.loads(out.read_text())
     architecture = saved["settings"]["architecture"]
     assert architecture["num_mlps"] == 5 and architecture["num_blocks"] == 3 and architecture["qint_tags"] == [1, 2]

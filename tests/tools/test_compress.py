@@ -159,7 +159,44 @@ def test_a_task_the_checkpoint_cannot_serve_is_one_line(inputs, tmp_path):
     assert failed.returncode == 2 and "has no outputs, loss_functions, evaluation_metrics" in failed.stderr
     failed = compress(*common, "--budget", "5%", "--blocks", "3", "--out", tmp_path / "c")
     assert failed.returncode == 2 and "give counts from 1 to 2" in failed.stderr
-    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+    assert not any((tmp_path / name).exists() for name in "abc")  # "a" was refused after its folder was started
+
+
+def test_an_interrupted_inspection_leaves_nothing_in_out(inputs, tmp_path, monkeypatch):
+    """Ctrl-C while the reference's trainer is built here (the task check, the relevance): the trainer's
+    scratch folder is not in --out, and the --out that the run started is gone; an empty --out the user
+    made stays."""
+    from fairchem_prune.compress import pipeline
+
+    root, common = inputs
+    seen = {}
+
+    def interrupted(trainer, *args):
+        seen["out"] = sorted(p.name for p in (tmp_path / "out").iterdir())
+        seen["scratch"] = Path(trainer.config["cmd"]["checkpoint_dir"]).parents[1]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "_check_task", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        compress(*common, "--budget", "5%", "--out", tmp_path / "out")
+    assert seen["out"] == ["configs", "settings.json"]
+    assert tmp_path not in seen["scratch"].parents and not seen["scratch"].exists()
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "out").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        compress(*common, "--budget", "5%", "--out", tmp_path / "out")
+    assert (tmp_path / "out").is_dir() and not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("budget", ["-5%", "0%", "0meV/A", "-2meV/A"])
+def test_a_budget_not_above_zero_is_one_line_before_anything_is_read(budget, tmp_path):
+    """``--budget -5%`` reaches the check (Python 3.11's argparse took it for an option)."""
+    failed = compress("--checkpoint", tmp_path / "none.pt", "--task", tmp_path / "none.yml", "--train", tmp_path,
+                      "--val", tmp_path, "--budget", budget, "--out", tmp_path / "out")
+    assert failed.returncode == 2 and failed.stderr.splitlines() == [
+        f"error: --budget {budget}: a budget is the error allowed above the full model's and must be above 0; give "
+        "e.g. 5% or 2meV/A"], failed.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("text, metric, relative, absolute", [
