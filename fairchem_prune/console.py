@@ -1,6 +1,7 @@
 """What the console shows: progress on stderr, and dependencies' chatter sent to a log file.
 
-Progress (:func:`progress`) is a tqdm bar on stderr, redrawn in place on a terminal. On a file or a
+Progress (:func:`progress`) is a tqdm bar on stderr, shown once a task has run for :data:`DELAY`
+seconds, redrawn in place on a terminal. On a file or a
 pipe (a log, a Slurm output, ``| tee``) it is one plain line per update, at most one every
 :data:`LINE_INTERVAL` seconds, never a pile of carriage-return redraws. Python ``logging`` (where
 fairchem writes its config dump and warnings) goes to a file while :func:`chatter_to` runs.
@@ -16,6 +17,8 @@ from pathlib import Path
 
 #: s between progress lines when stderr is not a terminal
 LINE_INTERVAL = 15.0
+#: s before a bar shows: a task done sooner prints nothing
+DELAY = 2.0
 
 
 class _Lines:
@@ -41,6 +44,7 @@ def progress(iterable: Iterable | None = None, **kwargs):
     from tqdm import tqdm
 
     stream = sys.stderr
+    kwargs = {"delay": DELAY, **kwargs}
     if stream.isatty():
         return tqdm(iterable, file=stream, **kwargs)
     return tqdm(iterable, file=_Lines(stream), **{"mininterval": LINE_INTERVAL, **kwargs})
