@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=300.0, help="K of the starting velocities (default 300)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the starting velocities (default 0)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; on a busy machine 1 is often fastest)")
     parser.add_argument("--out", default="md_check.json", help="JSON output (default md_check.json)")
     parser.add_argument("--plot", help="PNG of the total energy against time (default: beside --out)")
     parser.add_argument("--log", help="file for fairchem's log messages (default: beside --out, .log)")
@@ -28,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
+
+    import torch
 
     from fairchem_prune.console import chatter_to
     from fairchem_prune.errors import PruneError
@@ -48,6 +51,10 @@ def run(args: argparse.Namespace) -> None:
         if not sep or not name or not path:
             raise PruneError(f"--checkpoint {spec!r}: give NAME=PATH, e.g. teacher=demo_out/teacher.pt")
         named[name] = Path(path)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise PruneError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     structures = read_structures(args.structures, args.num_structures)
     factories, kinds = checkpoint_calculators(named, args.device, log)
     settings = MDSettings(steps=args.steps, timestep=args.timestep, temperature=args.temperature, seed=args.seed)
@@ -55,6 +62,7 @@ def run(args: argparse.Namespace) -> None:
         log.unlink()
     with chatter_to(log):
         result = check_models(factories, structures, settings, kinds=kinds)
+    result["threads"] = torch.get_num_threads()
     print(format_table(result))
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(result, indent=1) + "\n")
