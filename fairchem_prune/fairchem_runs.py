@@ -146,10 +146,10 @@ class FairchemRun:
 class EpochProgress:
     """``on_line`` of :meth:`FairchemRun.train`: a progress bar of the run's epochs
     (:func:`fairchem_prune.console.progress`), from fairchem's log: its config dump's ``max_epochs``,
-    then the ``epoch: E, step: S`` of its training lines (every ``print_every`` steps)."""
+    then the ``epoch: E`` of its training lines (every ``print_every`` steps) and validation lines."""
 
     MAX_EPOCHS = re.compile(r"^\s+max_epochs: (\d+)\s*$")
-    EPOCH = re.compile(r"\bepoch: ([-+.e\d]+), step: ")
+    EPOCH = re.compile(r"\(INFO\): .*\bepoch: ([-+.e\d]+)")
 
     def __init__(self, name: str) -> None:
         self.name, self.bar = name, None

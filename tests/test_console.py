@@ -36,7 +36,7 @@ def test_a_quick_task_prints_nothing(monkeypatch):
 
 def test_epochs_come_from_fairchems_log_lines(monkeypatch):
     """fairchem logs its config (``max_epochs`` under ``optim``), then ``epoch: E, step: S`` every
-    print_every steps (with ``:.2e``)."""
+    print_every steps (with ``:.2e``) and ``epoch: E`` with each validation."""
     stream = _Pipe()
     monkeypatch.setattr("sys.stderr", stream)
     monkeypatch.setattr(console, "DELAY", 0)
@@ -44,10 +44,11 @@ def test_epochs_come_from_fairchems_log_lines(monkeypatch):
     epochs = EpochProgress("kd_2b")
     log = ["2026-12-02 05:00:00 (INFO): amp: false\n", "optim:\n", "  batch_size: 8\n", "  max_epochs: 4\n",
            "2026-12-02 05:00:09 ocp_trainer.py:225: (INFO): energy_mae: 1.2e-01, lr: 1.00e-03, epoch: 5.00e-01, step: 1.00e+01\n",
-           "2026-12-02 05:00:19 ocp_trainer.py:225: (INFO): energy_mae: 1.1e-01, lr: 1.00e-03, epoch: 1.50e+00, step: 3.00e+01\n"]
+           "2026-12-02 05:00:19 ocp_trainer.py:225: (INFO): energy_mae: 1.1e-01, lr: 1.00e-03, epoch: 1.50e+00, step: 3.00e+01\n",
+           "2026-12-02 05:00:20 base_trainer.py:905: (INFO): energy_mae: 0.2594, forces_mae: 0.5999, epoch: 1.7500\n"]
     for line in log:
         epochs(line)
-    assert epochs.bar.n == 1.5 and epochs.bar.total == 4
+    assert epochs.bar.n == 1.75 and epochs.bar.total == 4
     epochs.close()
     lines = stream.getvalue().splitlines()
-    assert lines[-1].startswith("kd_2b: epoch 1.50/4 |") and "\r" not in stream.getvalue()
+    assert lines[-1].startswith("kd_2b: epoch 1.75/4 |") and "\r" not in stream.getvalue()
