@@ -1,10 +1,10 @@
 """What the console shows: progress on stderr, and dependencies' chatter sent to a log file.
 
 Progress (:func:`progress`) is a tqdm bar on stderr, shown once a task has run for :data:`DELAY`
-seconds, redrawn in place on a terminal. On a file or a
-pipe (a log, a Slurm output, ``| tee``) it is one plain line per update, at most one every
-:data:`LINE_INTERVAL` seconds, never a pile of carriage-return redraws. Python ``logging`` (where
-fairchem writes its config dump and warnings) goes to a file while :func:`chatter_to` runs.
+seconds and redrawn in place on a terminal. On a file or a pipe (a log, a Slurm output, ``| tee``)
+it is one plain line per update, at most one every :data:`LINE_INTERVAL` seconds, never a pile of
+carriage-return redraws. Python ``logging`` (where fairchem writes its config dump and warnings) goes
+to a file while :func:`chatter_to` runs.
 """
 
 from __future__ import annotations
