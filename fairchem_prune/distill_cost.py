@@ -43,7 +43,6 @@ def measure_options(config: str | Path, overrides: Sequence[str] = (), options: 
     import dataclasses
 
     from fairchem_prune.console import progress as bar_of
-
     from fairchem_prune.fairchem_runs import build_trainer
     from fairchem_prune.trainers.distill import DistillSettings
 
