@@ -41,6 +41,21 @@ def save_checkpoint(checkpoint: dict, output: Path) -> None:
         torch.save(checkpoint, tmp)
 
 
+def fit_identity_scale_factors(model: nn.Module) -> int:
+    """Store every unfitted fairchem ``ScaleFactor`` of ``model`` as exactly 1.0; returns how many.
+
+    An unfitted factor (stored 0, ``fitted`` false) is skipped in the forward pass: the identity. A
+    factor of 1.0 multiplies, and ``x * 1.0 == x`` bit for bit (gradients too), so outputs do not
+    change; but it counts as fitted, and fairchem's predict path (``ensure_fitted(model, warn=True)``
+    in ``OCPTrainer.predict``) stops logging one warning per unfitted factor on every call."""
+    from fairchem.core.modules.scaling import ScaleFactor
+
+    unfitted = [m for m in model.modules() if isinstance(m, ScaleFactor) and not m.fitted]
+    for factor in unfitted:
+        factor.set_(1.0)
+    return len(unfitted)
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """Load a fairchem checkpoint onto the CPU, or raise PruneError saying why it cannot be used."""
     path = Path(path)

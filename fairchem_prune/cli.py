@@ -3,7 +3,9 @@
 Commands live in one module each, imported only when used: :mod:`fairchem_prune.commands` beside
 fairchem-core 1.x, :mod:`fairchem_prune.fairchem2.commands` beside 2.x (:mod:`fairchem_prune.hosts`
 says which). A :class:`PruneError` is printed as one line ``error: ...`` on stderr with exit status 2,
-and so is a command of the other host.
+and so is a command of the other host. Dependencies' noise stays off the console: torch's warning about
+``weights_only=False`` on fairchem's own ``torch.load`` calls is ignored, and a command package's
+``before_command()`` (if it has one) runs first.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import importlib
 import logging
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 
 from fairchem_prune import hosts
@@ -36,6 +39,10 @@ def _command(name: str):
 def run(command, args: argparse.Namespace) -> int:
     """Run ``command.run(args)``; a user-facing error becomes one line on stderr and exit status 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    warnings.filterwarnings("ignore", message=".*weights_only=False.*", category=FutureWarning)
+    before = getattr(importlib.import_module(command.__package__), "before_command", None)
+    if before is not None:
+        before()
     try:
         command.run(args)
     except PruneError as err:

@@ -42,8 +42,7 @@ def measure_options(config: str | Path, overrides: Sequence[str] = (), options: 
     trainer checks them. An option the architecture does not have gets its one-line reason in ``error``."""
     import dataclasses
 
-    from tqdm import tqdm
-
+    from fairchem_prune.console import progress as bar_of
     from fairchem_prune.fairchem_runs import build_trainer
     from fairchem_prune.trainers.distill import DistillSettings
 
@@ -57,7 +56,7 @@ def measure_options(config: str | Path, overrides: Sequence[str] = (), options: 
         trainer.model.train()
         batch = next(iter(trainer.train_loader))
         base = trainer.distill
-        for name, settings in tqdm(options.items(), desc="distillation options", disable=not progress):
+        for name, settings in bar_of(options.items(), desc="distillation options", disable=not progress):
             row = {"option": name, "settings": settings, "step_s": None, "relative": None, "error": None}
             try:
                 trainer.distill = DistillSettings.from_task({"distill": {**dataclasses.asdict(base), **settings}})

@@ -3,12 +3,15 @@
 A run is a config file and a name; fairchem writes its checkpoints to
 ``RUN_DIR/checkpoints/NAME/`` and its tensorboard events to ``RUN_DIR/logs/tensorboard/NAME/``. A run
 that was interrupted resumes from fairchem's own ``checkpoint.pt``; a finished one leaves a marker
-``LOG.done`` beside its log and is not run again.
+``LOG.done`` beside its log and is not run again. While a run trains, :class:`EpochProgress` shows its
+epochs from fairchem's own log lines; fairchem's tqdm bars are off in the run (``TQDM_DISABLE``), so
+the log holds no carriage-return redraws.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from fairchem_prune.console import progress
 from fairchem_prune.errors import PruneError
 
 
@@ -121,7 +125,7 @@ class FairchemRun:
         run to SLURM (``submit``: no finished marker then); returns the wall time in s. Every output
         line goes to the log and to ``on_line``."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+        env = dict(os.environ, TQDM_DISABLE="1", **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
         start = time.perf_counter()
         with open(self.log, "a") as sink:
             process = subprocess.Popen(self.command(fairchem_args, submit), stdout=subprocess.PIPE,
@@ -139,6 +143,33 @@ class FairchemRun:
         return seconds
 
 
+class EpochProgress:
+    """``on_line`` of :meth:`FairchemRun.train`: a progress bar of the run's epochs
+    (:func:`fairchem_prune.console.progress`), from fairchem's log: its config dump's ``max_epochs``,
+    then the ``epoch: E`` of its training lines (every ``print_every`` steps) and validation lines."""
+
+    MAX_EPOCHS = re.compile(r"^\s+max_epochs: (\d+)\s*$")
+    EPOCH = re.compile(r"\(INFO\): .*\bepoch: ([-+.e\d]+)")
+
+    def __init__(self, name: str) -> None:
+        self.name, self.bar = name, None
+
+    def __call__(self, line: str) -> None:
+        if self.bar is None:
+            found = self.MAX_EPOCHS.match(line)
+            if found:
+                self.bar = progress(total=int(found.group(1)), desc=f"{self.name}: epoch", unit="epoch",
+                                    bar_format="{desc} {n:.2f}/{total} |{bar}| [{elapsed}<{remaining}]")
+            return
+        found = self.EPOCH.search(line)
+        if found:
+            self.bar.update(float(found.group(1)) - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def train_all(runs: Sequence[FairchemRun], fairchem_args: Sequence[str] = (), workers: int = 1,
               say: Callable[[str], None] = print) -> None:
     """Train every unfinished run, ``workers`` at a time (each process single-threaded when
@@ -151,7 +182,11 @@ def train_all(runs: Sequence[FairchemRun], fairchem_args: Sequence[str] = (), wo
     def one(run: FairchemRun) -> None:
         say(f"{run.name}: training{' (resuming)' if (run.checkpoint_dir / 'checkpoint.pt').exists() else ''}"
             f" -> {run.log}")
-        seconds = run.train(fairchem_args, threads=1 if workers > 1 else None)
+        epochs = EpochProgress(run.name)
+        try:
+            seconds = run.train(fairchem_args, threads=1 if workers > 1 else None, on_line=epochs)
+        finally:
+            epochs.close()
         say(f"{run.name}: done in {seconds:.0f} s")
 
     with ThreadPoolExecutor(max(1, workers)) as pool:

@@ -79,8 +79,10 @@ def distance_histogram(atoms: Atoms, settings: MDSettings) -> np.ndarray:
     return counts / max(1, counts.sum())
 
 
-def run_nve(atoms: Atoms, calculator, settings: MDSettings, velocities: np.ndarray) -> dict:
-    """One NVE run of ``atoms`` under ``calculator`` from ``velocities`` (Å/ASE time unit). Returns
+def run_nve(atoms: Atoms, calculator, settings: MDSettings, velocities: np.ndarray,
+            on_step: Callable[[], object] | None = None) -> dict:
+    """One NVE run of ``atoms`` under ``calculator`` from ``velocities`` (Å/ASE time unit), calling
+    ``on_step()`` after each step. Returns
     ``{"time_fs", "total_energy", "potential_energy"}`` per recorded frame (eV), ``"natoms"``, ``"stable"``,
     ``"unstable_at_fs"`` (None when stable) with ``"reason"``, ``"steps_per_second"`` and
     ``"histogram"`` (mean distance histogram over the recorded frames)."""
@@ -98,6 +100,8 @@ def run_nve(atoms: Atoms, calculator, settings: MDSettings, velocities: np.ndarr
         if step:
             dynamics.run(1)
             steps_done += 1
+            if on_step is not None:
+                on_step()
         energy, forces = atoms.get_potential_energy(), atoms.get_forces()
         kinetic = atoms.get_kinetic_energy()
         if not (np.isfinite(energy) and np.isfinite(forces).all() and np.isfinite(kinetic)):
@@ -136,8 +140,9 @@ def check_models(models: dict[str, Callable[[], object]], structures: Sequence[A
     Returns ``{"settings", "reference", "models": {name: {"kind", "drift_mev_per_atom_ps", "stable",
     "unstable_at_fs", "reasons", "steps_per_second", "rdf_l1", "runs": [...]}}}``; ``rdf_l1`` is the L1
     distance of the model's distance histogram from the reference model's (the first by default),
-    averaged over the structures (0 for the reference; 2 is disjoint)."""
-    from tqdm import tqdm
+    averaged over the structures (0 for the reference; 2 is disjoint). ``progress``: a bar of the steps
+    run, all models and structures together (:func:`fairchem_prune.console.progress`)."""
+    from fairchem_prune.console import progress as bar_of
 
     if not models:
         raise PruneError("md-check needs at least one model")
@@ -150,20 +155,28 @@ def check_models(models: dict[str, Callable[[], object]], structures: Sequence[A
         raise PruneError(f"reference model {reference!r} is not one of {list(models)}")
     velocities = [starting_velocities(atoms, settings, i) for i, atoms in enumerate(structures)]
     results = {}
-    for name, factory in tqdm(models.items(), desc="md-check models", disable=not progress):
-        calculator = factory()
-        runs = [run_nve(atoms, calculator, settings, v) for atoms, v in zip(structures, velocities)]
-        drifts = [drift(run, len(atoms)) for run, atoms in zip(runs, structures)]
-        unstable = [r["unstable_at_fs"] for r in runs if not r["stable"]]
-        results[name] = {
-            "kind": (kinds or {}).get(name),
-            "drift_mev_per_atom_ps": float(np.nanmean(np.abs(drifts))) if not all(np.isnan(drifts)) else float("nan"),
-            "stable": all(r["stable"] for r in runs),
-            "unstable_at_fs": min(unstable) if unstable else None,
-            "reasons": sorted({r["reason"] for r in runs if r["reason"]}),
-            "steps_per_second": float(np.mean([r["steps_per_second"] for r in runs])),
-            "runs": runs,
-        }
+    with bar_of(total=len(models) * len(structures) * settings.steps, desc="md-check", unit="step",
+                disable=not progress) as bar:
+        for index, (name, factory) in enumerate(models.items()):
+            bar.set_description(f"md-check {name} ({index + 1}/{len(models)}): loading", refresh=False)
+            calculator = factory()
+            bar.set_description(f"md-check {name} ({index + 1}/{len(models)})", refresh=False)
+            runs = []
+            for atoms, v in zip(structures, velocities):
+                start = bar.n
+                runs.append(run_nve(atoms, calculator, settings, v, on_step=bar.update))
+                bar.update(start + settings.steps - bar.n)  # the steps an unstable run did not take
+            drifts = [drift(run, len(atoms)) for run, atoms in zip(runs, structures)]
+            unstable = [r["unstable_at_fs"] for r in runs if not r["stable"]]
+            results[name] = {
+                "kind": (kinds or {}).get(name),
+                "drift_mev_per_atom_ps": float(np.nanmean(np.abs(drifts))) if not all(np.isnan(drifts)) else float("nan"),
+                "stable": all(r["stable"] for r in runs),
+                "unstable_at_fs": min(unstable) if unstable else None,
+                "reasons": sorted({r["reason"] for r in runs if r["reason"]}),
+                "steps_per_second": float(np.mean([r["steps_per_second"] for r in runs])),
+                "runs": runs,
+            }
     for name, result in results.items():
         pairs = [(np.asarray(a["histogram"]), np.asarray(b["histogram"]))
                  for a, b in zip(result["runs"], results[reference]["runs"]) if a["histogram"] and b["histogram"]]

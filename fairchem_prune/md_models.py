@@ -52,15 +52,18 @@ def read_structures(path: str | Path, count: int) -> list[Atoms]:
     return list(frames)
 
 
-def checkpoint_calculators(checkpoints: dict[str, Path], device: str = "cpu") -> tuple[dict[str, Callable], dict[str, str]]:
-    """(name -> a factory of the checkpoint's ``OCPCalculator``, name -> "gradient" or "direct" forces)."""
-    from fairchem.core.common.relaxation.ase_utils import OCPCalculator
-
+def checkpoint_calculators(checkpoints: dict[str, Path], device: str = "cpu",
+                           log: str | Path | None = None) -> tuple[dict[str, Callable], dict[str, str]]:
+    """(name -> a factory of the checkpoint's ``OCPCalculator``, name -> "gradient" or "direct" forces).
+    Each is :func:`fairchem_prune.evaluation.calculator`: fairchem's config dump goes to the file ``log``
+    (None: nowhere), and unfitted scale factors are stored as the identity (no warning per factor on
+    every step)."""
     from fairchem_prune.checkpoints import load_source
+    from fairchem_prune.evaluation import calculator
 
     factories, kinds = {}, {}
     for name, path in checkpoints.items():
         source = load_source(path)  # a clear error for a missing, corrupt or unknown checkpoint
         kinds[name] = "gradient" if source.architecture.forces_are_gradients(source.model) else "direct"
-        factories[name] = lambda path=path: OCPCalculator(checkpoint_path=str(path), cpu=device == "cpu", seed=0)
+        factories[name] = lambda path=path: calculator(path, device, log)
     return factories, kinds

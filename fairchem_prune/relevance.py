@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from fairchem_prune import architectures
+from fairchem_prune.console import progress as bar_of
 from fairchem_prune.errors import PruneError
 from fairchem_prune.gradcam import (  # noqa: F401  (the host-independent part, re-exported)
     BRANCHES,
@@ -80,7 +80,7 @@ def relevance_of_samples(trainer, dataset, indices: Sequence[int], batch_size: i
     try:
         with block_taps(model) as taps, torch.enable_grad():
             batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
-            for chunk in tqdm(batches, desc=desc, disable=not progress):
+            for chunk in bar_of(batches, desc=desc, unit="batch", disable=not progress):
                 batch = data_list_collater([dataset[int(i)] for i in chunk], otf_graph=True).to(trainer.device)
                 loss = trainer._compute_loss(trainer._forward(batch), batch)
                 if not torch.isfinite(loss):

@@ -66,11 +66,13 @@ def slice_checkpoint(
 
     It loads with ``fairchem --mode predict --checkpoint OUT``, ``OCPCalculator(checkpoint_path=OUT)``
     and as a ``pretrained_checkpoint``; its config is self-contained (no reference to ``checkpoint``),
-    EMA weights are baked into its state dict and the training state (optimizer, step) is dropped.
+    EMA weights are baked into its state dict, unfitted scale factors are stored as the identity they
+    are (1.0: :func:`~fairchem_prune.checkpoints.fit_identity_scale_factors`) and the training state
+    (optimizer, step) is dropped.
     ``seed`` seeds the fresh initialisation used by ``mlp_init="random"``. ``checkpoint`` may be of
     any architecture of :mod:`fairchem_prune.architectures` (monolithic or hydra).
     """
-    from fairchem_prune.checkpoints import check_output, load_source, save_checkpoint
+    from fairchem_prune.checkpoints import check_output, fit_identity_scale_factors, load_source, save_checkpoint
 
     source_path, output = Path(checkpoint), Path(output)
     check_output(source_path, output, force, "sliced model")
@@ -81,6 +83,7 @@ def slice_checkpoint(
     torch.manual_seed(seed)
     weights = architecture.slice_state_dict(source.state_dict(), source.num_blocks, kept, mlp_init)
     model, model_config = build_reduced(source, kept, weights, fresh=lambda key: architecture.is_fresh(key, mlp_init))
+    fit_identity_scale_factors(model)
     if len(architecture.mlp_init_choices) == 1:
         mlp_init = None
 

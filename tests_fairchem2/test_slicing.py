@@ -128,7 +128,10 @@ def test_listed_moe_layers_follow_the_kept_blocks(tmp_path):
 
 
 def test_the_command_line(tmp_path):
+    """The slice, and nothing of the dependencies' on the console (Warp's line on a machine without a CUDA
+    driver: fairchem imports nvalchemiops, which starts Warp)."""
     result = cli("slice", "--checkpoint", UMA_TINY, "--num-blocks-kept", "4", "--output", "u4.pt", cwd=tmp_path)
+    assert "Warp" not in result.stderr and "Warp" not in result.stdout, result.stderr
     assert "(6 eSCN-MD blocks, raw and EMA weights)" in result.stdout
     assert "482,325 -> 327,765  (-32.0%)" in result.stdout  # the fixture's parameter counts
     assert load(tmp_path / "u4.pt").model_config == load(REDUCED["first4"][0]).model_config

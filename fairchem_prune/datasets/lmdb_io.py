@@ -15,8 +15,8 @@ import lmdb
 from ase import Atoms
 from fairchem.core.preprocessing import AtomsToGraphs
 from torch_geometric.data import Data
-from tqdm import tqdm
 
+from fairchem_prune import console
 from fairchem_prune.errors import PruneError
 from fairchem_prune.files import atomic_path, refuse_existing
 
@@ -33,8 +33,10 @@ def atoms_to_data(atoms: Atoms, sid: int, energy: bool = True, forces: bool = Tr
     return data
 
 
-def write_lmdb(path: str | Path, data: Iterable[Data], overwrite: bool = False, progress: bool = False) -> int:
+def write_lmdb(path: str | Path, data: Iterable[Data], overwrite: bool = False, progress: bool = False,
+               total: int | None = None) -> int:
     """Write ``data`` to the LMDB file ``path`` (a ``.lmdb`` file). Returns the number of entries.
+    ``progress``: a bar of the entries written (of ``total``, when given) on stderr.
 
     The file is written next to its final name and moved into place when complete, so an
     interrupted run leaves no half-written LMDB behind.
@@ -49,7 +51,8 @@ def write_lmdb(path: str | Path, data: Iterable[Data], overwrite: bool = False, 
         env = lmdb.open(str(tmp), map_size=_MAP_SIZE, subdir=False, meminit=False, map_async=True)
         try:
             with env.begin(write=True) as txn:
-                for count, item in enumerate(tqdm(data, desc=f"writing {path.name}", disable=not progress), 1):
+                entries = console.progress(data, desc=f"writing {path.name}", total=total, unit="entry", disable=not progress)
+                for count, item in enumerate(entries, 1):
                     txn.put(f"{count - 1}".encode("ascii"), pickle.dumps(item, protocol=-1))
                 txn.put(b"length", pickle.dumps(count, protocol=-1))
             env.sync()

@@ -9,8 +9,8 @@ import tarfile
 from pathlib import Path
 
 from ase import Atoms, units
-from tqdm import tqdm
 
+from fairchem_prune.console import progress
 from fairchem_prune.datasets.raw import finite, labelled, require_file
 from fairchem_prune.datasets.splits import SplitSpec
 from fairchem_prune.errors import PruneError
@@ -27,7 +27,7 @@ def read(raw: str | Path, target: str = "U0") -> list[Atoms]:
     path = require_file(raw)
     if target not in PROPERTIES:
         raise PruneError(f"unknown QM9 target {target!r}; choose one of {', '.join(PROPERTIES)}")
-    parsed = {where: parse(text, where, target) for where, text in tqdm(_files(path), desc=f"reading {path.name}")}
+    parsed = {where: parse(text, where, target) for where, text in progress(_files(path), desc=f"reading {path.name}")}
     return [parsed[where] for where in sorted(parsed)]
 
 

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from ase import Atoms
-from tqdm import tqdm
 
+from fairchem_prune.console import progress
 from fairchem_prune.datasets.raw import finite, labelled, require_file
 from fairchem_prune.datasets.splits import SplitSpec
 from fairchem_prune.errors import PruneError
@@ -29,7 +29,7 @@ def read(raw: str | Path, target: str = "outputs.pbe.bandgap") -> list[Atoms]:
     entries = _load(require_file(folder / PROPERTIES))
     structures = {s.get("qmof_id"): s.get("structure") for s in _load(require_file(folder / STRUCTURES))}
     out = []
-    for entry in tqdm(entries, desc=f"reading {folder.name}/{PROPERTIES}"):
+    for entry in progress(entries, desc=f"reading {folder.name}/{PROPERTIES}"):
         qmof_id = entry.get("qmof_id")
         if structures.get(qmof_id) is None:
             raise PruneError(f"{folder / STRUCTURES}: no 'structure' for qmof_id {qmof_id!r} of {PROPERTIES}")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms, units
-from tqdm import tqdm
 
+from fairchem_prune.console import progress
 from fairchem_prune.datasets.raw import field, labelled, require_file
 from fairchem_prune.datasets.splits import SplitSpec
 from fairchem_prune.errors import PruneError
@@ -35,7 +35,7 @@ def read(raw: str | Path, subset: str = "solvated_amino_acids", target: str = "f
     except OSError as err:
         raise PruneError(f"{path} is not a readable HDF5 file ({err})") from None
     with h5:
-        for name in tqdm(sorted(h5), desc=f"reading {path.name}"):
+        for name in progress(sorted(h5), desc=f"reading {path.name}"):
             group, where = h5[name], f"{path}:{name}"
             if "subset" not in group:
                 raise PruneError(f"{where}: key 'subset' is missing; is this a SPICE HDF5 file?")

@@ -27,5 +27,5 @@ def write_splits(structures: Sequence[Atoms], out: str | Path, spec: SplitSpec, 
         raise PruneError(f"{existing[0]} already exists; pass --force to overwrite or choose another --out")
     for name, index in split_indices(len(structures), counts, seed).items():
         data = (atoms_to_data(structures[i], sid=int(i), forces=forces) for i in index)
-        write_lmdb(targets[name], data, overwrite=force, progress=True)
+        write_lmdb(targets[name], data, overwrite=force, progress=True, total=len(index))
     return counts

@@ -242,7 +242,12 @@ def _benchmark(out: Path, teacher: Path, record: dict, counts: list[int], mix, s
 
 def _md_check(out: Path, rows: list[dict], teacher_blocks: int, blocks: list[int], ethanol: Path, settings) -> dict:
     """md-check of the fine-tuned BR model at the teacher's size and of the BR and BR+KD models at
-    ``blocks``, from the first ethanol test frames."""
+    ``blocks``, from the first ethanol test frames; fairchem's log in ``out/logs/md.log``. On the CPU,
+    with one torch thread (as the benchmark): a molecule of 9 atoms gains little from a second one, and
+    on a busy machine two threads run several times slower than one."""
+    import torch
+
+    from fairchem_prune.console import chatter_to
     from fairchem_prune.md_check import MDSettings, check_models
     from fairchem_prune.md_models import checkpoint_calculators, read_structures
 
@@ -251,9 +256,18 @@ def _md_check(out: Path, rows: list[dict], teacher_blocks: int, blocks: list[int
     wanted = [("BR", teacher_blocks)] + [(init, k) for k in blocks for init in ("BR", "BR+KD")]
     named = {("teacher" if k == teacher_blocks else init) + f" {k}b": checkpoints / by_key[(init, k)] / "best_checkpoint.pt"
              for init, k in wanted if (init, k) in by_key}
-    factories, kinds = checkpoint_calculators(named)
-    return check_models(factories, read_structures(ethanol / "test", settings.md_structures),
-                        MDSettings(steps=settings.md_steps, timestep=0.5, temperature=300.0), kinds=kinds)
+    log = out / "logs" / "md.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    factories, kinds = checkpoint_calculators(named, log=log)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with chatter_to(log):
+            result = check_models(factories, read_structures(ethanol / "test", settings.md_structures),
+                                  MDSettings(steps=settings.md_steps, timestep=0.5, temperature=300.0), kinds=kinds)
+    finally:
+        torch.set_num_threads(threads)
+    return {**result, "threads": 1}
 
 
 def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench, checks, tuned, reduced,

@@ -95,11 +95,12 @@ def score_runs(runs: list[FinetuneRun], ethanol: Path, device: str) -> list[dict
     from fairchem_prune.evaluation import evaluate_checkpoint
 
     rows = []
-    for item in runs:
+    for i, item in enumerate(runs, 1):
         curve, seconds = item.run.validation_curve()
         rows.append({
             "name": item.run.name, "init": item.init, "blocks": item.blocks,
-            "test": evaluate_checkpoint(item.run.best_checkpoint, ethanol / "test", device=device),
+            "test": evaluate_checkpoint(item.run.best_checkpoint, ethanol / "test", device=device,
+                                        show_progress=f"finetune: test scoring {item.run.name} ({i}/{len(runs)})"),
             "best_val_forces_mae": min(value for _, _, value in curve),
             "train_seconds": seconds, "curve": curve,
         })

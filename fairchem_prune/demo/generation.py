@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,8 +28,8 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.collections import g2, s22
 from ase.constraints import FixAtoms, FixCom
-from tqdm import tqdm
 
+from fairchem_prune.console import progress
 from fairchem_prune.datasets.qm9 import PROPERTIES as QM9_PROPERTIES
 from fairchem_prune.datasets.raw import JMP_TAG
 from fairchem_prune.errors import PruneError
@@ -170,8 +170,12 @@ def make_demo_data(out: str | Path, size: str | DemoSize = "standard", seed: int
     names = g2_molecules()[: size.g2_molecules]
     seeds = iter(np.random.SeedSequence(seed).generate_state(len(names) + 6))
     with xtb_pool(workers) as pool:
+        calls = {}  # job -> its xTB calculations (MD steps and single points): the unit of the progress bar
+
         def md(atoms, frames, interval, temperature):
-            return pool.submit(xtb_md, atoms.numbers, atoms.positions, frames, interval, temperature, int(next(seeds)))
+            job = pool.submit(xtb_md, atoms.numbers, atoms.positions, frames, interval, temperature, int(next(seeds)))
+            calls[job] = len(atoms) * ((frames + 1) * interval + frames)
+            return job
 
         md22 = md(s22[MD22_COMPLEX], size.md22_frames, 4, 400.0)  # the longest jobs first
         rmd17 = md(g2[RMD17_MOLECULE], size.rmd17_frames, 10, 500.0)
@@ -182,9 +186,15 @@ def make_demo_data(out: str | Path, size: str | DemoSize = "standard", seed: int
             if i % size.qm9_conformers:
                 atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
         qm9 = [pool.submit(xtb_single_point, a.numbers, a.positions) for a in conformers]
+        calls.update({job: len(a) for job, a in zip(qm9, conformers)})
+        with progress(total=sum(calls.values()), desc=f"xTB labels ({len(calls)} jobs)",
+                      bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]") as bar:
+            for job in as_completed(calls):
+                job.result()  # a failed job fails here, not after the others
+                bar.update(calls[job])
 
         molecules = []
-        for name, job in zip(tqdm(names, desc="xTB MD of G2 molecules"), pretrain):
+        for name, job in zip(names, pretrain):
             result = job.result()
             for pos, energy, forces in zip(result["positions"], result["energy"], result["forces"]):
                 atoms = Atoms(numbers=g2[name].numbers, positions=pos, tags=np.full(len(pos), JMP_TAG))
@@ -198,12 +208,12 @@ def make_demo_data(out: str | Path, size: str | DemoSize = "standard", seed: int
             for split, index in (("val", order[:n_val]), ("train", order[n_val:])):
                 data = (atoms_to_data(structures[i], sid=int(i)) for i in index)
                 counts[f"pretrain/{split}/{source}"] = write_lmdb(out / "pretrain" / split / f"{source}.lmdb", data,
-                                                                  overwrite=force, progress=True)
+                                                                  overwrite=force, progress=True, total=len(index))
         raw = out / "raw"
         raw.mkdir(parents=True, exist_ok=True)
         _write_rmd17(raw / "rmd17_ethanol.npz", g2[RMD17_MOLECULE].numbers, rmd17.result())
         _write_md22(raw / "md22_adenine-thymine.npz", s22[MD22_COMPLEX].numbers, md22.result(), "adenine-thymine")
-        for i, (atoms, job) in enumerate(zip(tqdm(conformers, desc="QM9-style xTB set"), qm9), 1):
+        for i, (atoms, job) in enumerate(zip(conformers, qm9), 1):
             _write_qm9(raw / "qm9" / f"dsgdb9nsd_{i:06d}.xyz", i, atoms, job.result())
     counts.update({"raw/rmd17_ethanol": size.rmd17_frames, "raw/md22_adenine-thymine": size.md22_frames,
                    "raw/qm9": len(conformers)})

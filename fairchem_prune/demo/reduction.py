@@ -130,4 +130,6 @@ def evaluate_models(models: dict[str, Path], data, device: str) -> dict[str, dic
     each source's validation split."""
     from fairchem_prune.evaluation import evaluate_on_datasets
 
-    return {name: evaluate_on_datasets(path, data.val_sources(), device=device) for name, path in models.items()}
+    return {name: evaluate_on_datasets(path, data.val_sources(), device=device,
+                                       show_progress=f"reduction: scoring {name} ({i}/{len(models)})")
+            for i, (name, path) in enumerate(models.items(), 1)}

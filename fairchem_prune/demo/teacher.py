@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from fairchem_prune.errors import PruneError
-from fairchem_prune.fairchem_runs import FairchemRun
+from fairchem_prune.fairchem_runs import EpochProgress, FairchemRun
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SHIPPED = ASSETS / "teacher_6b.pt"
@@ -84,7 +84,11 @@ def teacher_stage(out: Path, data, settings, teacher: str | None, train: bool, f
         run, steps_per_epoch = _training_run(out, data, settings, force)
         say(f"teacher: pre-training {settings.teacher_config.name} for {settings.teacher_epochs} epochs on the demo mix "
             f"(log: {run.log})")
-        run.train(fairchem_args, on_line=lambda line: _echo_validation(line, say))
+        epochs = EpochProgress("teacher")
+        try:
+            run.train(fairchem_args, on_line=lambda line: (epochs(line), _echo_validation(line, say)))
+        finally:
+            epochs.close()
         best = run.best_checkpoint
         import torch
 

@@ -1,6 +1,7 @@
 """ASE calculators of fairchem 2 inference checkpoints: fairchem's own ``FAIRChemCalculator`` over
 ``load_predict_unit``, for :mod:`fairchem_prune.md_check` (which takes calculator factories), with
-fairchem's console chatter (its ``logging`` warnings at load and first prediction) sent to a log file.
+fairchem's console chatter (its ``logging`` warnings at load and first prediction) sent to a log file
+(:func:`fairchem_prune.console.chatter_to`).
 
 Inference settings: ``batch`` (fairchem's ``InferenceSettings()`` defaults: experts not merged, no
 compile; any system) or ``merged`` (``merge_mole=True``, no compile, no activation checkpointing:
@@ -10,9 +11,7 @@ warning, when they change).
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from fairchem_prune.errors import PruneError
@@ -66,20 +65,3 @@ def calculator(path: str | Path, task: str, settings: str = "batch", device: str
     unit = load_predict_unit(str(path), inference_settings=inference_settings(settings), device=device)
     return FAIRChemCalculator(unit, task_name=task)
 
-
-@contextlib.contextmanager
-def chatter_to(log: str | Path | None) -> Iterator[None]:
-    """Python logging (where fairchem's warnings go) into the file ``log`` (INFO and up) instead of the
-    console while the block runs; ``None``: dropped below ERROR."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    handler = logging.FileHandler(log, mode="a") if log is not None else logging.NullHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.handlers = [handler]
-    root.setLevel(logging.INFO if log is not None else logging.ERROR)
-    try:
-        yield
-    finally:
-        root.handlers = saved_handlers
-        root.setLevel(saved_level)
-        handler.close()

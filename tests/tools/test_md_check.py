@@ -3,6 +3,7 @@ conservation for a small time step, a large drift and a caught instability for t
 distance histogram against the reference; and the tool on fairchem checkpoints."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,16 +79,31 @@ def test_the_same_velocities_for_every_model_and_histogram_distances():
     assert result["c"]["rdf_l1"] > 0.2
 
 
-def test_the_tool_runs_checkpoints_and_refuses_bad_input(tmp_path, emt_lmdb):
+def test_the_tool_runs_checkpoints_quietly_and_refuses_bad_input(tmp_path, emt_lmdb):
+    """A checkpoint with unfitted scale factors (trained without a scale file, as the demo's are): the
+    console shows the progress, the table and where the files went, nothing of fairchem's (no warning per
+    unfitted factor and step, no config dump: that is in the log, which has no carriage returns)."""
+    from fairchem.core.modules.scaling import ScaleFactor
+
     import fairchem_prune.models.gemnet_oc_reduced  # noqa: F401  (registers gemnet_oc)
 
     model = {**TINY_GEMNET, "name": "gemnet_oc", "num_blocks": 3}
-    write_checkpoint(tmp_path / "t.pt", build_perturbed(model), model)
+    weights = build_perturbed(model)
+    for factor in (m for m in weights.modules() if isinstance(m, ScaleFactor)):
+        factor.reset_()
+    write_checkpoint(tmp_path / "t.pt", weights, model)
     tool = [sys.executable, str(REPO / "tools" / "md_check.py")]
     args = ["--checkpoint", f"teacher={tmp_path / 't.pt'}", "--checkpoint", f"again={tmp_path / 't.pt'}",
             "--structures", str(emt_lmdb["val"]), "--num-structures", "1", "--steps", "10", "--out", str(tmp_path / "md.json")]
-    result = subprocess.run([*tool, *args], capture_output=True, text=True, cwd=tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([*tool, *args], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
+    console = (result.stdout + result.stderr).replace("\r", "\n").splitlines()
+    assert "is not fitted" not in result.stderr and "weights_only" not in result.stderr
+    assert len(console) <= 10, console  # 2 progress lines (one per 15 s at most), 4 of the table, "wrote ..."
+    assert result.stdout.splitlines()[-1] == f"wrote {tmp_path / 'md.json'} and {tmp_path / 'md.png'} (fairchem's log: {tmp_path / 'md.log'})"
+    log = (tmp_path / "md.log").read_text()
+    assert "Loading model: gemnet_oc" in log and "\r" not in log and "is not fitted" not in log
     models = json.loads((tmp_path / "md.json").read_text())["models"]
     assert list(models) == ["teacher", "again"] and models["teacher"]["kind"] == "direct"
     assert models["again"]["rdf_l1"] == 0.0 and (tmp_path / "md.png").read_bytes()[:4] == b"\x89PNG"

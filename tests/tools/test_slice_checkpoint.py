@@ -82,3 +82,64 @@ def test_force_overwrites_an_existing_output(stock_checkpoint, tmp_path):
     argv = ["--checkpoint", str(path), "--num-blocks-kept", "2", "--output", str(tmp_path / "existing.pt"), "--force"]
     assert tool_main("slice", argv) == 0
     assert torch.load(tmp_path / "existing.pt", weights_only=False)["config"]["model"]["num_blocks"] == 2
+
+
+def _unfitted(model):
+    """``model`` with every ScaleFactor unfitted (stored 0: skipped, the identity), as a model trained
+    without a scale file has them; returns their count."""
+    from fairchem.core.modules.scaling import ScaleFactor
+
+    factors = [m for m in model.modules() if isinstance(m, ScaleFactor)]
+    for factor in factors:
+        factor.reset_()
+    return len(factors)
+
+
+@pytest.mark.parametrize("direct_forces", [True, False])
+def test_unfitted_scale_factors_stored_as_one_give_bit_identical_outputs(direct_forces, one_thread):
+    """Storing each unfitted scale factor as 1.0 marks it fitted and changes no output bit: energy,
+    direct forces, and forces as energy gradients (autograd through x * 1.0; one thread, as the order of
+    a multi-threaded scatter in the backward pass varies from call to call)."""
+    from conftest import TINY_GEMNET, build_perturbed, energy_forces
+    from fairchem.core.modules.scaling.util import ensure_fitted
+
+    from fairchem_prune.checkpoints import fit_identity_scale_factors
+
+    model = build_perturbed({**TINY_GEMNET, "name": "gemnet_oc", "direct_forces": direct_forces})
+    count = _unfitted(model)
+    batch = to_batch([slab_atoms()])
+    before = energy_forces(model, batch)
+    with pytest.raises(ValueError, match="is not fitted"):
+        ensure_fitted(model)
+    assert fit_identity_scale_factors(model) == count > 20
+    ensure_fitted(model)  # no unfitted factor left
+    after = energy_forces(model, batch)
+    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
+    assert fit_identity_scale_factors(model) == 0
+
+
+def test_a_slice_stores_unfitted_scale_factors_as_one(tmp_path):
+    """The exported checkpoint (here every block kept, as the demo exports its teacher) has every
+    factor fitted, the unfitted ones as exactly 1.0, and the others as they were."""
+    from conftest import TINY_GEMNET, build_perturbed, write_checkpoint
+
+    model_config = {**TINY_GEMNET, "name": "gemnet_oc"}
+    model = build_perturbed(model_config)
+    _unfitted(model.int_blocks[0])
+    write_checkpoint(tmp_path / "source.pt", model, model_config)
+    assert tool_main("slice", ["--checkpoint", str(tmp_path / "source.pt"), "--num-blocks-kept", "5",
+                               "--output", str(tmp_path / "all.pt")]) == 0
+    source, sliced = model.state_dict(), torch.load(tmp_path / "all.pt", weights_only=False)["state_dict"]
+    factors = [k for k in source if k.endswith(".scale_factor")]
+    unfitted = [k for k in factors if k.startswith("int_blocks.0.")]
+    assert unfitted and all(sliced[k].item() == 1.0 for k in unfitted)
+    assert all(torch.equal(sliced[k], source[k]) for k in factors if k not in unfitted)
+
+
+def test_the_shipped_teacher_has_no_unfitted_scale_factor():
+    from fairchem.core.modules.scaling.util import ensure_fitted
+
+    from fairchem_prune.checkpoints import load_source
+    from fairchem_prune.demo.teacher import SHIPPED
+
+    ensure_fitted(load_source(SHIPPED).model)  # raises ValueError naming the first unfitted one

@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> None:
 
         if not torch.cuda.is_available():
             raise PruneError("--device cuda: no CUDA device visible to torch; use --device cpu")
-    from fairchem_prune.fairchem2.calculators import chatter_to, checkpoint_calculators
+    from fairchem_prune.console import chatter_to
+    from fairchem_prune.fairchem2.calculators import checkpoint_calculators
     from fairchem_prune.fairchem2.data import read_structures
 
     structures = read_structures(args.structures, args.num_structures, task=args.task, charge=args.charge,
