@@ -16,11 +16,15 @@ pass of one model); everything measured about them is done here, the same way fo
 * **peak memory**: :func:`measure_peak_memory`: model bytes + the peak of tensor memory allocated
   during one pass above what was allocated before it (CUDA: ``torch.cuda.max_memory_allocated``; CPU:
   the allocation events of torch's profiler, i.e. live torch tensors only);
-* **plausibility**: :func:`plausibility_flags`: a measured speed-up above the FLOP bound by more than
-  the run's own spread, or a model with fewer blocks slower than one with more beyond the spread;
+* **plausibility**: :func:`plausibility_flags`: a spread of the passes above :data:`SPREAD_LIMIT`
+  (10 %), a measured speed-up above the FLOP bound by more than the run's own spread, or a model with
+  fewer blocks slower than one with more beyond the spread; :func:`equal_work_flags`: two models of
+  equal FLOPs further apart in speed than their spreads (and than 10 %). :func:`measure_until_plausible`
+  measures every model again, side by side, while anything is flagged (at most :data:`REMEASURE`
+  times); what is still flagged is reported flagged;
 * the environment record (:func:`environment`), table cells and JSON writing.
 
-Imports torch, the standard library, tqdm and :mod:`fairchem_prune.errors` only.
+Imports torch, the standard library, :mod:`fairchem_prune.errors` and :mod:`fairchem_prune.progress` only.
 """
 
 from __future__ import annotations
@@ -36,9 +40,9 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from fairchem_prune.errors import PruneError
+from fairchem_prune.progress import bar, note
 
 # ----------------------------------------------------------------------------------------------------------
 # small helpers
@@ -229,26 +233,32 @@ def time_round_robin(runs: Mapping[Hashable, Callable[[], object]], warmup: int,
     names = list(runs)
     times = {name: [] for name in names}
     rounds = warmup + repeats
-    with tqdm(total=rounds * len(names), desc=desc, disable=not progress) as bar:
+    with bar(total=rounds * len(names), desc=desc, unit="pass", disable=not progress) as shown:
         for r in range(rounds):
             for name in round_robin(names, r):
                 elapsed = timed(runs[name], device)
                 if r >= warmup:
                     times[name].append(elapsed)
-                bar.update()
+                shown.update()
     return times
 
 
 # ----------------------------------------------------------------------------------------------------------
 # plausibility
 
+#: a model whose timed passes spread more than this ((max - min) / median) is flagged as unstable
+SPREAD_LIMIT = 0.10
+#: flagged timings are measured again (every model, side by side) at most this many times
+REMEASURE = 2
 
-def plausibility_flags(entries: Sequence[Mapping]) -> list[list[str]]:
-    """Physically implausible figures among one set of models of one family, one list of messages per
-    entry (empty: fine). ``entries``: largest block count first (the reference), each with
+
+def plausibility_flags(entries: Sequence[Mapping], spread_limit: float = SPREAD_LIMIT) -> list[list[str]]:
+    """Physically implausible or unstable figures among one set of models of one family, one list of
+    messages per entry (empty: fine). ``entries``: largest block count first (the reference), each with
     ``blocks``, ``median_pass_s``, ``spread`` (:func:`relative_spread` of its passes) and
     ``flop_bound_speedup`` (reference FLOPs / its FLOPs). Flagged:
 
+    * a spread above ``spread_limit`` (the timing is unstable);
     * a measured speed-up (reference median / its median) above the FLOP bound by more than the
       spreads of the two models (the relative uncertainty of a ratio of medians);
     * a model slower than one with more blocks by more than the two models' spreads.
@@ -258,6 +268,8 @@ def plausibility_flags(entries: Sequence[Mapping]) -> list[list[str]]:
         return flags
     ref = entries[0]
     for i, entry in enumerate(entries):
+        if entry["spread"] > spread_limit:
+            flags[i].append(f"unstable: its passes spread {100 * entry['spread']:.1f} % (above {100 * spread_limit:.0f} %)")
         measured = ratio(ref["median_pass_s"], entry["median_pass_s"])
         tolerance = entry["spread"] + ref["spread"]
         bound = entry.get("flop_bound_speedup")
@@ -274,12 +286,56 @@ def plausibility_flags(entries: Sequence[Mapping]) -> list[list[str]]:
     return flags
 
 
+def equal_work_flags(a: Mapping, b: Mapping, what: str, spread_limit: float = SPREAD_LIMIT) -> list[str]:
+    """A flag when two models doing the same work (same FLOPs; ``a``, ``b``: ``median_pass_s`` and
+    ``spread``) differ in speed by more than their spreads and more than ``spread_limit``: one of the
+    two timings is wrong. ``what`` names the ratio (e.g. "reduced/stock")."""
+    speed = ratio(b["median_pass_s"], a["median_pass_s"])  # a's throughput / b's
+    tolerance = max(a["spread"] + b["spread"], spread_limit)
+    if speed is None or 1 / (1 + tolerance) <= speed <= 1 + tolerance:
+        return []
+    return [f"{what} {speed:.3f} at equal FLOPs is further from 1 than the spread ({100 * tolerance:.1f} %)"]
+
+
+def timing_stats(times: Mapping[Hashable, Sequence[float]]) -> dict:
+    """``{name: {"median_pass_s", "spread"}}`` of :func:`time_round_robin`'s passes."""
+    return {name: {"median_pass_s": median(values), "spread": relative_spread(values)} for name, values in times.items()}
+
+
+def measure_until_plausible(measure: Callable[[int], dict], judge: Callable[[dict], dict],
+                            remeasure: int = REMEASURE, label: Callable[[Hashable], str] = str,
+                            say: Callable[[str], None] = note) -> tuple[dict, dict, list[dict]]:
+    """Time, judge, and time again while anything is flagged, at most ``remeasure`` more times.
+
+    ``measure(attempt)``: ``{name: [seconds of each pass]}`` of every model, side by side
+    (:func:`time_round_robin`; ``attempt`` 0 first); ``judge(times)``: ``{name: [flags]}``. Every
+    attempt measures all models again, so that a comparison never mixes two attempts' loads; the
+    last attempt is kept and what is still flagged stays flagged. Returns (times, flags, history:
+    one ``{"flagged": [label], "median_pass_s": {label: s}}`` per attempt)."""
+    history = []
+    for attempt in range(remeasure + 1):
+        times = measure(attempt)
+        flags = judge(times)
+        flagged = [label(name) for name, found in flags.items() if found]
+        history.append({"flagged": flagged, "median_pass_s": {label(n): median(v) for n, v in times.items()}})
+        if not flagged:
+            break
+        if attempt < remeasure:
+            say(f"flagged timings ({', '.join(flagged)}): measuring every model again ({attempt + 1} of {remeasure})")
+    return times, flags, history
+
+
 # ----------------------------------------------------------------------------------------------------------
 # output
 
 #: the mark of a flagged figure in the text tables
 FLAG_MARK = "!"
-FLAG_LEGEND = f"'{FLAG_MARK}': implausible figure, see flags in the JSON"
+FLAG_LEGEND = f"'{FLAG_MARK}': flagged figure (implausible or unstable, see the flag lines): not a clean number"
+
+
+def flag_lines(flags: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
+    """``flag: <what>: <message>`` lines of ``(what, messages)`` pairs, each message once per ``what``."""
+    return [f"flag: {what}: {message}" for what, messages in flags for message in dict.fromkeys(messages)]
 
 
 def fmt(value, spec: str, missing: str = "-") -> str:

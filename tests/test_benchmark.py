@@ -23,7 +23,7 @@ def result(tiny_gemnet_files):
     torch.set_num_threads(1)
     return benchmark.run_benchmark(
         config, data, BLOCKS, batch_size=2, num_batches=2, repeats=1, warmup=0, finetune_repeats=1,
-        forces="direct", progress=False,
+        forces="direct", progress=False, remeasure=0,
     )
 
 
@@ -149,16 +149,17 @@ def test_flops_fall_with_blocks_and_reduced_equals_stock(result):
 DOCUMENTED_ROW_KEYS = {
     "blocks", "params", "params_pct", "gflops_per_sample", "flop_bound_speedup", "samples_per_s",
     "measured_speedup", "measured_over_bound", "reduced_over_stock", "peak_memory_mb", "finetune_step_s",
-    "finetune_step_times_s", "finetune_speedup", "max_abs_diff_vs_stock", "reduced", "stock", "flags",
+    "finetune_step_times_s", "finetune_speedup", "max_abs_diff_vs_stock", "reduced", "stock", "flags", "spread",
 }
 DOCUMENTED_MODEL_KEYS = {
     "params", "flops", "gflops_per_sample", "flops_by_op", "memory", "pass_times_s", "median_pass_s", "min_pass_s",
-    "samples_per_s",
+    "samples_per_s", "spread", "flags",
 }
 
 
 def test_result_has_the_documented_keys(result):
-    assert set(result) == {"environment", "settings", "reference_blocks", "rows", "notes"}
+    assert set(result) == {"environment", "settings", "reference_blocks", "rows", "timing", "notes"}
+    assert result["timing"]["remeasure"] == 0 and len(result["timing"]["attempts"]) == 1
     assert {"torch", "fairchem_core", "device", "device_name", "threads", "dtype", "OMP_NUM_THREADS"} <= set(result["environment"])
     assert result["environment"]["threads"] == 1
     assert {"config", "data", "blocks", "batch_size", "num_batches", "samples", "device", "dtype", "repeats",
@@ -174,7 +175,12 @@ def test_result_has_the_documented_keys(result):
         assert len(row["finetune_step_times_s"]) == 1 and row["finetune_step_s"] > 0
     assert result["rows"][0]["measured_speedup"] == 1.0 and result["rows"][0]["finetune_speedup"] == 1.0
     table = benchmark.format_table(result)
-    assert "bound x" in table and "red/stock" in table and len(table.splitlines()) == 3 + len(BLOCKS)
+    lines = table.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["blocks", "params"])
+    assert "bound x" in lines[header] and "red/stock" in lines[header]
+    assert [line.split()[0] for line in lines[header + 1:header + 1 + len(BLOCKS)]] == [str(k) for k in BLOCKS]
+    flags = [f for row in result["rows"] for f in dict.fromkeys(row["flags"] + row["stock"]["flags"])]
+    assert len(lines) == header + 1 + len(BLOCKS) + len(flags)  # a flag: line each (one pass: no spread to allow)
 
 
 def test_peak_memory_grows_with_the_batch(tiny_gemnet_files):
@@ -258,7 +264,7 @@ def eqv2_result(eqv2_config, tiny_gemnet_files):
     torch.set_num_threads(1)
     return benchmark.run_benchmark(
         eqv2_config, data, EQV2_BLOCKS, batch_size=2, num_batches=1, repeats=1, warmup=0, finetune_repeats=1,
-        forces="direct", progress=False,
+        forces="direct", progress=False, remeasure=0,
     )
 
 

@@ -19,6 +19,7 @@ def block_counts(text: str) -> list[int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fairchem_prune.architectures import supported
+    from fairchem_prune.bench_harness import REMEASURE
     from fairchem_prune.benchmark import DEFAULT_CONFIG
 
     parser.add_argument("--config", default=DEFAULT_CONFIG,
@@ -42,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="change a model hyperparameter (value parsed as YAML), e.g. max_neighbors=20; repeatable")
     parser.add_argument("--repeats", type=int, default=5, help="timed inference passes per model (median; default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds (default 1)")
+    parser.add_argument("--remeasure", type=int, default=REMEASURE,
+                        help="while a timing is flagged (passes spread above 10 %%, a speed-up above the FLOP bound, "
+                             "a model slower than a larger one), time every model again, at most this many times "
+                             f"(default {REMEASURE}; 0: never)")
     parser.add_argument("--finetune-repeats", type=int, default=3,
                         help="timed fine-tuning steps per block count (median; default 3; 0 skips)")
     parser.add_argument("--threads", type=int,
@@ -66,7 +71,7 @@ def run(args: argparse.Namespace) -> None:
         args.config, args.data, block_counts(args.blocks), batch_size=args.batch_size, device=args.device, dtype=args.dtype,
         repeats=args.repeats, warmup=args.warmup, finetune_repeats=args.finetune_repeats,
         num_batches=args.num_batches, forces=args.forces, overrides=args.model_override, threads=args.threads,
-        init=args.init, seed=args.seed,
+        init=args.init, seed=args.seed, remeasure=args.remeasure,
     )
     write_result(result, args.out)
     print(format_table(result))

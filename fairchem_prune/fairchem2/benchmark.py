@@ -23,7 +23,9 @@ benchmark): parameters; FLOPs of one pass (``FlopCounterMode``: dense ops only, 
 and the FLOP bound (FLOPs of the largest model / FLOPs of this one); throughput (structures/s,
 atoms/s; median of ``repeats`` round-robin passes, spread (max - min) / median); measured speed-up
 against the largest model of the same expert mode and against the largest MoLE model; peak memory;
-flags for physically implausible figures. The merged and the MoLE outputs of each model are
+flags for physically implausible or unstable figures (:func:`~fairchem_prune.bench_harness.plausibility_flags`,
+per expert mode), flagged timings measured again, every model side by side, at most ``remeasure`` times
+(:func:`~fairchem_prune.bench_harness.measure_until_plausible`). The merged and the MoLE outputs of each model are
 compared (energy, forces).
 """
 
@@ -35,7 +37,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from fairchem_prune import bench_harness
 from fairchem_prune.errors import PruneError
@@ -48,6 +49,7 @@ from fairchem_prune.fairchem2.checkpoints import (
     source_blocks,
 )
 from fairchem_prune.fairchem2.slicing import reduced_checkpoint
+from fairchem_prune.progress import bar, note
 
 #: default model: the uma-m 1.1 shape, random weights
 DEFAULT_MODEL = "configs/fairchem2/models/uma_m.yaml"
@@ -236,7 +238,7 @@ def build_models(source: Source, blocks: Sequence[int], progress: bool = True) -
     """``{k: HydraModel}``; every model holds the largest one's tensors (its first k blocks)."""
     models = {}
     top_state = None
-    for k in tqdm(blocks, desc="building models", disable=not progress):
+    for k in bar(blocks, desc="building models", unit="model", disable=not progress):
         model = source.build(k)
         if top_state is None:
             top_state = model.state_dict(keep_vars=True)  # the Parameter objects themselves: shared
@@ -297,9 +299,11 @@ def run_benchmark(
     threads: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    remeasure: int = bench_harness.REMEASURE,
 ) -> dict:
     """Benchmark the k-block models of ``model`` (a HydraModel YAML or an inference checkpoint) for
-    each k in ``blocks`` (default :func:`default_blocks`), with the experts as trained and merged.
+    each k in ``blocks`` (default :func:`default_blocks`), with the experts as trained and merged;
+    flagged timings are measured again, every model side by side, at most ``remeasure`` times.
 
     Returns the JSON-ready result ``{"environment", "settings", "reference_blocks", "rows", "notes"}``,
     one row per block count (largest first: the reference) holding one entry per expert mode.
@@ -308,7 +312,7 @@ def run_benchmark(
         raise PruneError(f"--device must be cpu or cuda, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise PruneError("--device cuda: no CUDA device visible to torch; use --device cpu")
-    bench_harness.check_counts(repeats=(repeats, 1), warmup=(warmup, 0))
+    bench_harness.check_counts(repeats=(repeats, 1), warmup=(warmup, 0), remeasure=(remeasure, 0))
     modes = list(dict.fromkeys(modes))
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
@@ -340,7 +344,7 @@ def run_benchmark(
     # built, merged and prepared on the CPU (as MLIPPredictUnit does), then moved
     models = build_models(source, blocks, progress)
     passes, own_bytes, params = {}, {}, {}
-    for k in tqdm(blocks, desc="preparing (merging experts)", disable=not progress):
+    for k in bar(blocks, desc="preparing (merging experts)", unit="model", disable=not progress):
         model = models[k]
         params[(k, "mole")] = count_parameters(model)
         if "merged" in modes:
@@ -361,7 +365,7 @@ def run_benchmark(
     # 1. one analysis pass per model: FLOPs, peak memory, outputs
     rows = {k: {"blocks": k, "params": params[(k, "mole")]} for k in blocks}
     outputs = {}
-    for key in tqdm(list(passes), desc="counting FLOPs and memory", disable=not progress):
+    for key in bar(list(passes), desc="counting FLOPs and memory", unit="model", disable=not progress):
         k, mode = key
         run = (lambda pairs=passes[key]: predict_pass(pairs))
         try:
@@ -386,13 +390,20 @@ def run_benchmark(
                 for name in a[0] if name in b[0]
             }
 
-    # 2. throughput, round-robin over all models
+    # 2. throughput, round-robin over all models; again while a figure is flagged
     runs = {key: (lambda pairs=passes[key]: predict_pass(pairs)) for key in passes}
-    times = bench_harness.time_round_robin(runs, warmup, repeats, device, "passes", progress)
+
+    def measure(attempt: int) -> dict:
+        desc = f"passes, again ({attempt} of {remeasure})" if attempt else "passes"
+        return bench_harness.time_round_robin(runs, 0 if attempt else warmup, repeats, device, desc, progress)
+
+    times, flags, attempts = bench_harness.measure_until_plausible(
+        measure, lambda found: timing_flags(rows, blocks, modes, bench_harness.timing_stats(found)), remeasure,
+        label=lambda key: f"{key[0]}-block {MODE_LABELS[key[1]]}", say=note if progress else lambda message: None)
     for (k, mode), values in times.items():
         median = bench_harness.median(values)
         rows[k][mode].update(pass_times_s=values, median_pass_s=median, min_pass_s=min(values),
-                             spread=bench_harness.relative_spread(values),
+                             spread=bench_harness.relative_spread(values), flags=flags[(k, mode)],
                              structures_per_s=len(batches) / median, atoms_per_s=sum(natoms) / median)
 
     # 3. ratios to the largest model: of the same mode, and of the MoLE model; flags
@@ -406,9 +417,6 @@ def run_benchmark(
             entry["speedup_vs_full_mole"] = bench_harness.ratio(ref.get("mole", {}).get("median_pass_s"),
                                                                 entry["median_pass_s"])
             entry["peak_memory_mb"] = entry["memory"]["peak_bytes"] / 2**20
-        flags = bench_harness.plausibility_flags([{"blocks": k, **rows[k][mode]} for k in blocks])
-        for k, found in zip(blocks, flags):
-            rows[k][mode]["flags"] = found
     for k in blocks:
         rows[k]["params_pct"] = 100.0 * rows[k]["params"] / ref["params"]
         if len(modes) == 2:
@@ -441,8 +449,21 @@ def run_benchmark(
         "settings": settings,
         "reference_blocks": blocks[0],
         "rows": [rows[k] for k in blocks],
+        "timing": {"spread_limit": bench_harness.SPREAD_LIMIT, "remeasure": remeasure, "attempts": attempts},
         "notes": notes,
     }
+
+
+def timing_flags(rows: dict, blocks: Sequence[int], modes: Sequence[str], stats: dict) -> dict:
+    """``{(k, mode): [flags]}`` of the timings ``stats`` (:func:`bench_harness.timing_stats`), each expert
+    mode on its own (:func:`bench_harness.plausibility_flags`, FLOP bounds from ``rows``)."""
+    flags = {}
+    for mode in modes:
+        entries = [{"blocks": k, **stats[(k, mode)],
+                    "flop_bound_speedup": bench_harness.ratio(rows[blocks[0]][mode]["flops"], rows[k][mode]["flops"])}
+                   for k in blocks]
+        flags.update({(k, mode): found for k, found in zip(blocks, bench_harness.plausibility_flags(entries))})
+    return flags
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -454,6 +475,7 @@ def format_table(result: dict) -> str:
     env, settings = result["environment"], result["settings"]
     systems = ", ".join(f"{s['name']} ({s['formula']}, {s['natoms']} atoms, {s['task']})" for s in settings["systems"])
     flagged = any(row[mode].get("flags") for row in result["rows"] for mode in settings["modes"])
+    attempts = len(result.get("timing", {}).get("attempts", [])) or 1
     header = (
         f"{settings['family']} block reduction benchmark: {settings['model']} (weights: {settings['weights']}, "
         f"{settings['num_blocks']} blocks, {settings['num_experts']} experts); {' + '.join(settings['outputs'])} of "
@@ -461,7 +483,8 @@ def format_table(result: dict) -> str:
         f"device {env['device']} ({env['device_name']}), {env['threads']} torch threads, {settings['dtype']}, "
         f"torch {env['torch']}, fairchem-core {env['fairchem_core']}; median of {settings['repeats']} passes after "
         f"{settings['warmup']} warm-up, models interleaved; ratios to {result['reference_blocks']} blocks"
-        + (f"; {bench_harness.FLAG_LEGEND}" if flagged else "")
+        + (f"; timed {attempts} times (flagged timings measured again)" if attempts > 1 else "")
+        + (f"\n{bench_harness.FLAG_LEGEND}" if flagged else "")
     )
     columns = [
         ("blocks", ">6"), ("experts", ">7"), ("params", ">9"), ("params%", ">7"), ("GFLOP/str", ">9"),
@@ -472,18 +495,18 @@ def format_table(result: dict) -> str:
     for mode in settings["modes"]:
         for row in result["rows"]:
             e = row[mode]
+            mark = bench_harness.FLAG_MARK if e["flags"] else ""
             cells.append([
                 str(row["blocks"]), MODE_LABELS[mode], bench_harness.format_count(e["params"]),
                 f"{100.0 * e['params'] / result['rows'][0][mode]['params']:.1f}", f"{e['gflops_per_structure']:.3f}",
-                f"{e['flop_bound_speedup']:.3f}", f"{e['structures_per_s']:.3g}", f"{e['atoms_per_s']:.3g}",
-                f"{e['measured_speedup']:.3f}{bench_harness.FLAG_MARK if e['flags'] else ''}", f"{100 * e['spread']:.0f}%",
+                f"{e['flop_bound_speedup']:.3f}", f"{e['structures_per_s']:.3g}{mark}", f"{e['atoms_per_s']:.3g}{mark}",
+                f"{e['measured_speedup']:.3f}{mark}", f"{100 * e['spread']:.0f}%",
                 f"{100 * e['measured_over_bound']:.1f}%", bench_harness.fmt(e["speedup_vs_full_mole"], ".3f"),
                 f"{e['peak_memory_mb']:.1f}",
             ])
     lines = [header, *bench_harness.table_lines(columns, cells)]
-    for row in result["rows"]:
-        for mode in settings["modes"]:
-            lines += [f"flag: {row['blocks']} blocks, {MODE_LABELS[mode]}: {flag}" for flag in row[mode]["flags"]]
+    lines += bench_harness.flag_lines([(f"{row['blocks']} blocks, {MODE_LABELS[mode]}", row[mode]["flags"])
+                                       for row in result["rows"] for mode in settings["modes"]])
     lines += [f"note: {note}" for note in result.get("notes", [])]
     return "\n".join(lines)
 

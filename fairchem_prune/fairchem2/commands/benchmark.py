@@ -11,6 +11,7 @@ DESCRIPTION = ("efficiency of block reduction of a fairchem 2 model (UMA, eSEN):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from fairchem_prune.bench_harness import REMEASURE
     from fairchem_prune.fairchem2.benchmark import DEFAULT_MODEL, DEFAULT_SYSTEMS, MODES, SYSTEMS
 
     source = parser.add_mutually_exclusive_group()
@@ -32,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: mole,merged)")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes per model (median; default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds (default 1)")
+    parser.add_argument("--remeasure", type=int, default=REMEASURE,
+                        help="while a timing is flagged (passes spread above 10 %%, a speed-up above the FLOP bound, "
+                             "a model slower than a larger one), time every model again, at most this many times "
+                             f"(default {REMEASURE}; 0: never)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads (default: torch's, i.e. OMP_NUM_THREADS or all cores)")
@@ -59,7 +64,7 @@ def run(args: argparse.Namespace) -> None:
         str(resolve_path(args.checkpoint)) if args.checkpoint else args.config or DEFAULT_MODEL,
         None if args.blocks is None else parse_block_counts(args.blocks), systems=_names(args.systems),
         modes=_names(args.experts), repeats=args.repeats, warmup=args.warmup, device=args.device,
-        threads=args.threads, seed=args.seed,
+        threads=args.threads, seed=args.seed, remeasure=args.remeasure,
     )
     write_result(result, args.out)
     print(format_table(result))
