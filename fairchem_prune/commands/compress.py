@@ -6,12 +6,14 @@ import argparse
 
 from fairchem_prune.blocks import count_list
 
-DESCRIPTION = ("fine-tune every block count of a pre-trained checkpoint on a task, pick the fewest blocks within an "
-               "accuracy budget of the full model and fine-tune it to the end")
+DESCRIPTION = ("fine-tune every block count of a pre-trained checkpoint on a task, pick the fewest blocks (or, "
+               "--pick fastest, the fastest by trustworthy measurements) within an accuracy budget of the full model "
+               "and fine-tune it to the end")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fairchem_prune.architectures import supported
+    from fairchem_prune.compress.budget import PICKS
     from fairchem_prune.compress.pipeline import ORDERS
 
     parser.add_argument("--checkpoint", required=True, help=f"pre-trained fairchem checkpoint ({supported()}; a JMP "
@@ -23,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val", required=True, help="validation LMDB file or folder (the budget is judged on it)")
     parser.add_argument("--budget", required=True, help="allowed validation error above the full model's: relative (5%%) "
                         "or absolute with a unit (2meV/A, 10meV)")
+    parser.add_argument("--pick", choices=PICKS, default="fewest",
+                        help="which candidate within the budget: fewest blocks (default), or fastest: the highest "
+                             "measured throughput whose benchmark figure is not flagged (where every one is flagged, "
+                             "fewest, and the report says so); another --pick re-picks from the recorded runs")
     parser.add_argument("--out", required=True, help="working folder; finished steps in it are skipped on a re-run")
     parser.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs of every candidate (default: 5)")
     parser.add_argument("--final-epochs", type=int, help="epochs of the pick's final fine-tune (default: the recipe's / task's max_epochs)")
@@ -56,4 +62,4 @@ def run(args: argparse.Namespace) -> None:
     )
     passthrough = args.fairchem_args[1:] if args.fairchem_args[:1] == ["--"] else args.fairchem_args
     run_compress(settings, args.out, args.budget, final_epochs=args.final_epochs, device=args.device,
-                 workers=args.workers, submit=args.submit, fairchem_args=passthrough)
+                 workers=args.workers, submit=args.submit, fairchem_args=passthrough, pick=args.pick)

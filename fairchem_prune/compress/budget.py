@@ -2,8 +2,11 @@
 
 A budget is relative (``5%``: at most 5% above the reference's validation error) or absolute with a
 unit (``2meV/A``: at most 2 meV/Å above it), and above 0. The reference is the full model fine-tuned
-under the same compute budget as the candidates. The rule picks the candidate with the fewest blocks whose error is
-within the budget; between candidates of the same block count (BR and BR+KD), the lower error.
+under the same compute budget as the candidates. Among the candidates within the budget, the rule
+(``--pick``, :data:`PICKS`) takes the fewest blocks (``fewest``, the default; between candidates of the
+same block count, BR and BR+KD, the lower error) or the highest measured throughput (``fastest``), of
+those whose throughput is not flagged (see :mod:`fairchem_prune.bench_harness`); where every one within
+the budget is flagged, ``fastest`` falls back to ``fewest`` (and the report says so).
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from fairchem_prune.errors import PruneError
 UNITS = {"mev/a": (1e-3, True), "mev/å": (1e-3, True), "ev/a": (1.0, True), "ev/å": (1.0, True),
          "mev": (1e-3, False), "ev": (1.0, False)}
 _BUDGET = re.compile(r"\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%|[a-zA-Zå/Å]+)\s*")
+#: ``--pick`` rules, as the report states them
+PICKS = {"fewest": "the fewest blocks within the budget (ties: the lower error)",
+         "fastest": "the highest measured throughput within the budget, of the throughputs not flagged"}
 #: substrings of fairchem metric names that are errors (lower is better)
 ERROR_METRICS = ("mae", "mse", "rmse")
 
@@ -57,15 +63,24 @@ def parse_budget(text: str, metric: str | None) -> Budget:
     return Budget(text, absolute=value * factor)
 
 
+def trusted_fastest(candidates: list[dict]) -> dict | None:
+    """The candidate of the highest ``samples_per_s`` among those with no ``flags`` (None if none)."""
+    trusted = [c for c in candidates if not c.get("flags")]
+    return max(trusted, key=lambda c: (c["samples_per_s"], -c["error"])) if trusted else None
+
+
 def pick(candidates: list[dict], reference: float, budget: Budget,
-         hint: str = "fine-tune longer (--epochs) or add distilled candidates (--distill)") -> dict:
-    """The candidate (``{"name", "blocks", "error", ...}``) with the fewest blocks within ``budget`` of
-    the ``reference`` error (ties: the lower error). PruneError naming the closest one if none is, and
-    what else to try (``hint``)."""
+         hint: str = "fine-tune longer (--epochs) or add distilled candidates (--distill)", by: str = "fewest") -> dict:
+    """The candidate (``{"name", "blocks", "error", ...}``; ``samples_per_s`` and ``flags`` for
+    ``by="fastest"``) within ``budget`` of the ``reference`` error that the rule ``by`` (:data:`PICKS`)
+    takes. PruneError naming the closest one if none is within, and what else to try (``hint``)."""
+    if by not in PICKS:
+        raise PruneError(f"--pick must be one of {', '.join(PICKS)}, got {by!r}")
     limit = budget.limit(reference)
     within = [c for c in candidates if c["error"] <= limit]
     if within:
-        return min(within, key=lambda c: (c["blocks"], c["error"]))
+        fastest = trusted_fastest(within) if by == "fastest" else None
+        return fastest or min(within, key=lambda c: (c["blocks"], c["error"]))
     closest = min(candidates, key=lambda c: c["error"])
     raise PruneError(
         f"no candidate is within {budget.text} of the full model's {reference:.4g} (at most {limit:.4g}); the closest is "

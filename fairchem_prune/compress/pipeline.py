@@ -8,9 +8,10 @@ model whose error on the user's task stays within a budget of the full model's.
                   recipe for the same ``--epochs``; with ``--distill DATA`` also each count distilled from
                   the full model on DATA first -> ``configs/``, ``runs/``, ``logs/``
 3. ``benchmark``  throughput, FLOP bound, parameters and peak memory per block count -> ``benchmark.json``
-4. pick           the fewest blocks whose best validation error is within ``--budget`` of the
-                  reference's (:mod:`fairchem_prune.compress.budget`) -> ``compress.json``,
-                  ``report.md``, ``pareto.png``
+4. pick           of the candidates whose best validation error is within ``--budget`` of the
+                  reference's, the fewest blocks (``--pick fewest``) or the highest throughput not
+                  flagged by the benchmark (``--pick fastest``; :mod:`fairchem_prune.compress.budget`)
+                  -> ``compress.json``, ``report.md``, ``pareto.png``
 5. final          the pick fine-tuned to the end (the recipe's epochs, or ``--final-epochs``) ->
                   ``compressed_<candidate>.pt``, a self-contained fairchem checkpoint
 
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from fairchem_prune.blocks import kept_for_counts
 from fairchem_prune.compress import report
-from fairchem_prune.compress.budget import parse_budget
+from fairchem_prune.compress.budget import PICKS, parse_budget
 from fairchem_prune.compress.workdir import block_counts, check_settings
 from fairchem_prune.compress.configs import finetune_base, run_config, write_config
 from fairchem_prune.errors import PruneError
@@ -79,9 +80,10 @@ def _say(message: str) -> None:
 
 def run_compress(settings: CompressSettings, out: str | Path, budget: str, final_epochs: int | None = None,
                  device: str = "cpu", workers: int = 1, submit: bool = False,
-                 fairchem_args: list[str] | None = None) -> dict | None:
-    """Run or continue every step (see the module docstring); returns ``compress.json``'s content, or
-    None while submitted runs are still going."""
+                 fairchem_args: list[str] | None = None, pick: str = "fewest") -> dict | None:
+    """Run or continue every step (see the module docstring), picking by the rule ``pick``
+    (:data:`~fairchem_prune.compress.budget.PICKS`); returns ``compress.json``'s content, or None while
+    submitted runs are still going."""
     from fairchem_prune.checkpoints import load_source
 
     out = Path(out)
@@ -90,6 +92,8 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     train, val = Path(settings.train), Path(settings.val)
     if settings.order not in ORDERS:
         raise PruneError(f"--order must be one of {ORDERS}, got {settings.order!r}")
+    if pick not in PICKS:
+        raise PruneError(f"--pick must be one of {', '.join(PICKS)}, got {pick!r}")
     if settings.epochs < 1 or (final_epochs is not None and final_epochs < 1):
         raise PruneError("--epochs and --final-epochs must be at least 1")
     parse_budget(budget, None)  # the unit is checked against the task's metric below
@@ -181,7 +185,7 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
               "benchmark_on": "the validation structures", "loads_in": "fairchem's OCPCalculator and `--mode predict`",
               "task": f"{', '.join(f'`{t}`' for t in settings.tasks)}; train `{settings.train}`, val `{settings.val}`",
               "length": f"{settings.epochs:g} epochs", "error_is": "best validation"}
-    chosen = report.record_pick(out, result, rule, _say)
+    chosen = report.record_pick(out, result, rule, _say, by=pick)
 
     # the final fine-tune of the pick
     winner = next(c for c in candidates if c.name == chosen["name"])

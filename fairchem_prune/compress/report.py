@@ -21,8 +21,35 @@ def candidate_rows(models: list[dict], cost: dict[int, dict]) -> list[dict]:
     return rows
 
 
+def pick_notes(result: dict, chosen: dict, by: str) -> list[str]:
+    """What the report says about a pick by the rule ``by`` beside the measured throughputs: that
+    ``fastest`` fell back (no trustworthy throughput within the budget), each model with more blocks
+    than ``chosen`` that measured faster, and the flagged throughputs a ``fastest`` pick left out."""
+    from fairchem_prune.compress.budget import trusted_fastest
+
+    rows, limit = [result["reference"], *result["candidates"]], result["limit"]
+    within = [c for c in result["candidates"] if c["error"] <= limit]
+    notes = []
+    fell_back = by == "fastest" and trusted_fastest(within) is None
+    if fell_back:
+        notes.append("no candidate within the budget has a trustworthy throughput (every one is flagged): "
+                     "picked by the fewest blocks instead")
+    for row in rows:
+        if row["blocks"] > chosen["blocks"] and row["samples_per_s"] > chosen["samples_per_s"]:
+            doubt = [r["name"] for r in (row, chosen) if r.get("flags")]
+            notes.append(f"{row['name']} ({row['blocks']} blocks) measured faster than the pick ({row['samples_per_s']:.3g} vs "
+                         f"{chosen['samples_per_s']:.3g} samples/s): "
+                         + (f"flagged figures ({', '.join(doubt)})" if doubt else "neither figure is flagged"))
+    left_out = [c["name"] for c in within if c.get("flags")]
+    if by == "fastest" and left_out and not fell_back:
+        notes.append(f"flagged throughputs, not used to pick: {', '.join(left_out)}")
+    return notes
+
+
 def table(result: dict) -> str:
-    """Markdown table of every model, the pick in bold."""
+    """Markdown table of every model, the pick in bold, flagged throughputs marked ``!``."""
+    from fairchem_prune.bench_harness import FLAG_MARK
+
     metric, limit = result["metric"], result["limit"]
     lines = [f"| model | blocks kept | val {metric} | vs full | within | samples/s | speed-up (bound) | params | peak MB |",
              "|---|---|---:|---:|:---:|---:|---:|---:|---:|"]
@@ -30,7 +57,8 @@ def table(result: dict) -> str:
         name = f"**{row['name']}**" if row["name"] == result["pick"] else row["name"]
         within = "ref" if row is result["reference"] else ("yes" if row["error"] <= limit else "no")
         lines.append(f"| {name} | {row['kept']} | {row['error']:.4g} | {100 * row['excess']:+.1f}% | {within} | "
-                     f"{row['samples_per_s']:.3g} | {row['speedup']:.2f}x ({row['flop_bound']:.2f}x) | "
+                     f"{row['samples_per_s']:.3g}{FLAG_MARK if row.get('flags') else ''} | "
+                     f"{row['speedup']:.2f}x ({row['flop_bound']:.2f}x) | "
                      f"{row['params']:,} | {row['peak_memory_mb']:.1f} |")
     return "\n".join(lines)
 
@@ -48,8 +76,8 @@ def plot_pareto(result: dict, path: Path) -> None:
         chosen = [r for r in rows if r["distilled"] == distilled]
         if chosen:
             ax.scatter([r["samples_per_s"] for r in chosen], [r["error"] for r in chosen], marker=marker, label=label, zorder=3)
-    for r in rows:
-        ax.annotate(f"{r['blocks']}b", (r["samples_per_s"], r["error"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for r in rows:  # a flagged throughput: "!" after the block count
+        ax.annotate(f"{r['blocks']}b{'!' if r.get('flags') else ''}", (r["samples_per_s"], r["error"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
     front, best = [], float("inf")
     for r in sorted(rows, key=lambda r: -r["samples_per_s"]):
         if r["error"] < best:
@@ -89,8 +117,13 @@ def write_outputs(out: Path, result: dict) -> None:
         "speed-up measured against the full model, FLOP bound in parentheses.", "",
         "![pareto](pareto.png)", "", table(result), "",
     ]
+    flagged = [row for row in [result["reference"], *result["candidates"]] if row.get("flags")]
+    if flagged:
+        lines += ["Flagged throughputs (`!`: implausible or unstable after re-measuring, not clean numbers):", "",
+                  *[f"- {row['name']}: {'; '.join(row['flags'])}" for row in flagged], ""]
     if result["pick"]:
-        lines.append(f"Pick: **{result['pick']}**, the fewest blocks within the budget.")
+        lines.append(f"Pick: **{result['pick']}**; the rule (`--pick {result['pick_by']}`): {result['pick_rule']}.")
+        lines += [f"- {note}" for note in result.get("pick_notes", [])]
     else:
         lines.append(f"No pick: {result.get('no_pick', '')}")
     if result["final"]:
@@ -101,23 +134,28 @@ def write_outputs(out: Path, result: dict) -> None:
         tmp.write_text("\n".join(lines) + "\n")
 
 
-def record_pick(out: Path, result: dict, rule, say, hint: str | None = None) -> dict:
-    """Apply the budget ``rule`` to ``result``'s candidates (:func:`~fairchem_prune.compress.budget.pick`,
-    with its ``hint`` of what else to try), record the pick (or why there is none) in ``result`` and write
-    the outputs; the chosen row."""
-    from fairchem_prune.compress.budget import pick
+def record_pick(out: Path, result: dict, rule, say, hint: str | None = None, by: str = "fewest") -> dict:
+    """Apply the budget ``rule`` to ``result``'s candidates by the pick rule ``by``
+    (:func:`~fairchem_prune.compress.budget.pick`, with its ``hint`` of what else to try), record the
+    pick (or why there is none), the rule and :func:`pick_notes` in ``result``, write the outputs and
+    say them; the chosen row."""
+    from fairchem_prune.compress.budget import PICKS, pick
     from fairchem_prune.errors import PruneError
 
     reference = result["reference"]
+    result.update(pick_by=by, pick_rule=PICKS.get(by, by), pick_notes=[])
     try:
-        chosen = pick(result["candidates"], reference["error"], rule, **({"hint": hint} if hint else {}))
+        chosen = pick(result["candidates"], reference["error"], rule, by=by, **({"hint": hint} if hint else {}))
     except PruneError as err:
         result["no_pick"] = str(err)
         write_outputs(out, result)
         raise
     result["pick"] = chosen["name"]
+    result["pick_notes"] = pick_notes(result, chosen, by)
     write_outputs(out, result)
-    say(f"pick: {chosen['name']} ({result['metric']} {chosen['error']:.4g} against {reference['error']:.4g}, "
-        f"{chosen['speedup']:.2f}x throughput)")
+    say(f"pick: {chosen['name']} by {result['pick_rule']} ({result['metric']} {chosen['error']:.4g} against "
+        f"{reference['error']:.4g}, {chosen['speedup']:.2f}x throughput{' (flagged)' if chosen.get('flags') else ''})")
+    for note in result["pick_notes"]:
+        say(f"note: {note}")
     return chosen
 

@@ -13,9 +13,10 @@ YAML: ASE-LMDB train / val data, tasks, normaliser, element references).
                   ``configs/``, ``runs/``, ``logs/``
 3. ``benchmark``  throughput, FLOP bound, parameters, peak memory per block count on the built-in
                   systems (:mod:`.benchmark`, experts merged where the model has them) -> ``benchmark.json``
-4. pick           the fewest blocks whose last validation error is within ``--budget`` of the
-                  reference's (:mod:`fairchem_prune.compress.budget`) -> ``compress.json``, ``report.md``,
-                  ``pareto.png``
+4. pick           of the candidates whose last validation error is within ``--budget`` of the
+                  reference's, the fewest blocks (``--pick fewest``) or the highest throughput not
+                  flagged by the benchmark (``--pick fastest``; :mod:`fairchem_prune.compress.budget`)
+                  -> ``compress.json``, ``report.md``, ``pareto.png``
 5. final          the pick fine-tuned to the end (``--final-steps`` / ``--final-epochs``, default: the
                   template's) -> ``compressed_<candidate>.pt``, a fairchem 2 inference checkpoint
 
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from fairchem_prune.blocks import kept_for_counts
 from fairchem_prune.compress import report
-from fairchem_prune.compress.budget import parse_budget
+from fairchem_prune.compress.budget import PICKS, parse_budget
 from fairchem_prune.compress.workdir import block_counts, check_settings
 from fairchem_prune.errors import PruneError
 from fairchem_prune.fairchem2 import escn_md
@@ -88,8 +89,10 @@ def template_data(template: Path) -> tuple[str, Path]:
 
 
 def run_compress(settings: CompressSettings, out: str | Path, budget: str, final_steps: int | None = None,
-                 final_epochs: int | None = None, device: str = "cpu", benchmark_repeats: int = 3) -> dict:
-    """Run or continue every step (see the module docstring); returns ``compress.json``'s content."""
+                 final_epochs: int | None = None, device: str = "cpu", benchmark_repeats: int = 3,
+                 pick: str = "fewest") -> dict:
+    """Run or continue every step (see the module docstring), picking by the rule ``pick``
+    (:data:`~fairchem_prune.compress.budget.PICKS`); returns ``compress.json``'s content."""
     from fairchem_prune.fairchem2.checkpoints import read_inference_checkpoint, resolve_path, source_blocks
 
     out = Path(out)
@@ -97,6 +100,8 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     checkpoint, template = resolve_path(settings.checkpoint), Path(settings.template)
     if settings.order not in ORDERS:
         raise PruneError(f"--order must be one of {ORDERS}, got {settings.order!r}")
+    if pick not in PICKS:
+        raise PruneError(f"--pick must be one of {', '.join(PICKS)}, got {pick!r}")
     if (settings.steps is None) == (settings.epochs is None):
         raise PruneError("give the candidates' fine-tuning length: --steps or --epochs (one of them)")
     for name, value in (("--steps", settings.steps), ("--epochs", settings.epochs), ("--final-steps", final_steps),
@@ -149,7 +154,8 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
               "task": f"`{template}` ({task}; fairchem's create_uma_finetune_dataset.py data)",
               "length": _length(settings.steps, settings.epochs) or "the template's length",
               "error_is": "last validation (fairchem's, EMA weights)"}
-    chosen = report.record_pick(out, result, rule, _say, hint="or fine-tune the candidates longer (--steps / --epochs)")
+    chosen = report.record_pick(out, result, rule, _say, hint="or fine-tune the candidates longer (--steps / --epochs)",
+                                by=pick)
 
     # 5. the final fine-tune of the pick
     winner = next(run for run in candidates if run.name == chosen["name"])

@@ -19,7 +19,8 @@ from conftest import S2EF_TASK, build_stock, slab_atoms, tiny_config, write_chec
 
 from fairchem_prune.cli import tool_main
 from fairchem_prune.compress.pipeline import CompressSettings, _kept_blocks
-from fairchem_prune.compress.budget import Budget, parse_budget, pick
+from fairchem_prune.compress.budget import PICKS, Budget, parse_budget, pick
+from fairchem_prune.compress.report import record_pick
 from fairchem_prune.errors import PruneError
 
 REPO = Path(__file__).parents[2]
@@ -227,6 +228,59 @@ def test_the_rule_takes_the_fewest_blocks_then_the_lower_error():
     assert pick(rows, 1.0, Budget("30%", relative=0.30))["name"] == "br_2b"
     with pytest.raises(PruneError, match=r"closest is br_4b at 1.02 \(\+2.0%\)"):
         pick(rows, 1.0, Budget("1%", relative=0.01))
+
+
+def measured(name, blocks, error, samples_per_s, flags=()):
+    return {"name": name, "blocks": blocks, "kept": list(range(blocks)), "distilled": False, "error": error,
+            "samples_per_s": samples_per_s, "speedup": samples_per_s / 10.0, "flop_bound": 6 / blocks, "params": 1000 * blocks,
+            "peak_memory_mb": 1.0, "excess": error - 1.0, "flags": list(flags)}
+
+
+SLOWER = "slower than the 4-block model (1 s vs 0.5 s per pass, beyond the spread 2.0 %)"
+
+
+def test_pick_fastest_takes_the_fastest_trustworthy_candidate_and_the_report_says_why(tmp_path):
+    """Errors and throughputs as compress records them: the 2-block model measured slower than the 4-block
+    one (flagged), the 3-block model faster than the 2-block one (not flagged)."""
+    rows = [measured("br_4b", 4, 1.02, 20.0), measured("br_3b", 3, 1.04, 30.0), measured("br_2b", 2, 1.05, 25.0),
+            measured("br_1b", 1, 1.50, 90.0)]
+    budget = Budget("10%", relative=0.10)
+    assert pick(rows, 1.0, budget)["name"] == "br_2b"                 # fewest blocks: the throughput plays no part
+    assert pick(rows, 1.0, budget, by="fastest")["name"] == "br_3b"   # br_1b is faster but out of the budget
+    rows[1]["flags"] = [SLOWER]
+    assert pick(rows, 1.0, budget, by="fastest")["name"] == "br_2b"   # br_3b's figure is not trusted
+    for row in rows:
+        row["flags"] = [SLOWER]
+    assert pick(rows, 1.0, budget, by="fastest")["name"] == "br_2b"   # none trusted: fewest blocks
+    with pytest.raises(PruneError, match="--pick must be one of fewest, fastest"):
+        pick(rows, 1.0, budget, by="cheapest")
+
+    rows = [measured("full_6b", 6, 1.0, 10.0), measured("br_4b", 4, 1.02, 20.0), measured("br_3b", 3, 1.04, 30.0),
+            measured("br_2b", 2, 1.05, 25.0, [SLOWER])]
+    said = []
+    result = {"settings": {"checkpoint": "c.pt", "order": "last"}, "architecture": "gemnet_oc", "metric": "forces_mae",
+              "budget": "10%", "limit": 1.1, "reference": rows[0], "candidates": rows[1:], "pick": None, "final": None,
+              "task": "t", "length": "2 epochs", "error_is": "best validation", "benchmark_on": "val",
+              "loads_in": "OCPCalculator"}
+    chosen = record_pick(tmp_path, result, budget, said.append)
+    assert chosen["name"] == "br_2b" and result["pick_by"] == "fewest"
+    assert result["pick_notes"] == ["br_3b (3 blocks) measured faster than the pick (30 vs 25 samples/s): flagged "
+                                    "figures (br_2b)"]
+    report = (tmp_path / "report.md").read_text()
+    assert "the rule (`--pick fewest`): the fewest blocks within the budget (ties: the lower error)." in report
+    assert f"- br_2b: {SLOWER}" in report and "| 25! |" in report and result["pick_notes"][0] in report
+    assert said[0].startswith("pick: br_2b by the fewest blocks within the budget") and said[1].startswith("note: br_3b")
+
+    chosen = record_pick(tmp_path, result, budget, said.append, by="fastest")
+    assert chosen["name"] == "br_3b" and result["pick_notes"] == ["flagged throughputs, not used to pick: br_2b"]
+    assert json.loads((tmp_path / "compress.json").read_text())["pick_rule"] == PICKS["fastest"]
+    for row in rows[1:]:
+        row["flags"] = [SLOWER]
+    chosen = record_pick(tmp_path, result, budget, said.append, by="fastest")
+    assert chosen["name"] == "br_2b" and result["pick_notes"][0].startswith("no candidate within the budget has a "
+                                                                           "trustworthy throughput")
+    assert result["pick_notes"][1:] == ["br_3b (3 blocks) measured faster than the pick (30 vs 25 samples/s): flagged "
+                                        "figures (br_3b, br_2b)"]
 
 
 def test_order_last_keeps_the_first_blocks_and_relevance_the_most_relevant():

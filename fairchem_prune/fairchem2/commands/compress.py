@@ -7,8 +7,8 @@ import argparse
 from fairchem_prune.blocks import count_list
 
 DESCRIPTION = ("fine-tune every block count of a fairchem 2 inference checkpoint (UMA, eSEN) with fairchem's own "
-               "fine-tuning flow, pick the fewest blocks within an accuracy budget of the full model and fine-tune it "
-               "to the end")
+               "fine-tuning flow, pick the fewest blocks (or, --pick fastest, the fastest by trustworthy "
+               "measurements) within an accuracy budget of the full model and fine-tune it to the end")
 
 EPILOG = """\
 example:
@@ -22,6 +22,7 @@ finished run and resumes an interrupted one; another --budget re-picks from the 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from fairchem_prune.compress.budget import PICKS
     from fairchem_prune.fairchem2.compress import ORDERS
 
     parser.epilog = EPILOG
@@ -32,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="uma_sm_finetune_template.yaml written by create_uma_finetune_dataset.py (the task and its data)")
     parser.add_argument("--budget", required=True, help="allowed validation error above the full model's: relative "
                         "(5%%) or absolute with a unit (2meV/A, 10meV)")
+    parser.add_argument("--pick", choices=PICKS, default="fewest",
+                        help="which candidate within the budget: fewest blocks (default), or fastest: the highest "
+                             "measured throughput whose benchmark figure is not flagged (where every one is flagged, "
+                             "fewest, and the report says so); another --pick re-picks from the recorded runs")
     parser.add_argument("--out", required=True, help="working folder; finished steps in it are skipped on a re-run")
     length = parser.add_mutually_exclusive_group(required=True)
     length.add_argument("--steps", type=int, help="fine-tuning steps of every candidate")
@@ -67,4 +72,4 @@ def run(args: argparse.Namespace) -> None:
         lr=args.lr, ema_decay=args.ema_decay, seed=args.seed,
     )
     run_compress(settings, args.out, args.budget, final_steps=args.final_steps, final_epochs=args.final_epochs,
-                 device=args.device, benchmark_repeats=args.benchmark_repeats)
+                 device=args.device, benchmark_repeats=args.benchmark_repeats, pick=args.pick)
