@@ -24,7 +24,7 @@ pass of one model); everything measured about them is done here, the same way fo
   times); what is still flagged is reported flagged;
 * the environment record (:func:`environment`), table cells and JSON writing.
 
-Imports torch, the standard library, :mod:`fairchem_prune.errors` and :mod:`fairchem_prune.progress` only.
+Imports torch, the standard library, tqdm, :mod:`fairchem_prune.errors` and :mod:`fairchem_prune.console` only.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from fairchem_prune.errors import PruneError
-from fairchem_prune.progress import bar, note
+from fairchem_prune import console
 
 # ----------------------------------------------------------------------------------------------------------
 # small helpers
@@ -79,6 +79,15 @@ def relative_spread(values: Sequence[float]) -> float:
         return 0.0
     mid = statistics.median(values)
     return (max(values) - min(values)) / mid if mid else 0.0
+
+
+def note(message: str) -> None:
+    """One line on stderr that leaves a running progress bar intact."""
+    import sys
+
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
 
 
 def model_bytes(model: torch.nn.Module) -> int:
@@ -233,7 +242,7 @@ def time_round_robin(runs: Mapping[Hashable, Callable[[], object]], warmup: int,
     names = list(runs)
     times = {name: [] for name in names}
     rounds = warmup + repeats
-    with bar(total=rounds * len(names), desc=desc, unit="pass", disable=not progress) as shown:
+    with console.progress(total=rounds * len(names), desc=desc, unit="pass", disable=not progress) as shown:
         for r in range(rounds):
             for name in round_robin(names, r):
                 elapsed = timed(runs[name], device)

@@ -56,11 +56,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from fairchem_prune import architectures, bench_harness
+from fairchem_prune import architectures, bench_harness, console
 from fairchem_prune.architectures import Architecture, core_section
 from fairchem_prune.errors import PruneError
 from fairchem_prune.fast_init import fast_init
-from fairchem_prune.progress import bar, note
 
 #: default ``--config``: JMP-L's architecture, resolved against the working directory, then the repository
 DEFAULT_CONFIG = "configs/models/jmp_l.yml"
@@ -370,14 +369,14 @@ def run_benchmark(
             "this CPU has no native bf16 support: emulated, expect it slower than float32"))
 
     models: dict[tuple[int, str], torch.nn.Module] = {}
-    for k in bar(blocks, desc="building models (reduced, stock)", disable=not progress):
+    for k in console.progress(blocks, desc="building models (reduced, stock)", disable=not progress):
         models[(k, "reduced")], models[(k, "stock")] = build_models(architecture, k, device, init, seed)
     names = list(models)
 
     rows = {k: {"blocks": k} for k in blocks}
     # 1. one analysis pass per model: FLOPs, peak memory, outputs
     outputs = {}
-    for key in bar(names, desc="counting FLOPs and memory", unit="model", disable=not progress):
+    for key in console.progress(names, desc="counting FLOPs and memory", unit="model", disable=not progress):
         k, kind = key
         model = models[key]
         try:
@@ -414,7 +413,7 @@ def run_benchmark(
 
     times, flags, attempts = bench_harness.measure_until_plausible(
         measure, lambda found: inference_flags(rows, blocks, bench_harness.timing_stats(found)), remeasure,
-        label=lambda key: f"{key[0]}-block {key[1]}", say=note if progress else lambda message: None)
+        label=lambda key: f"{key[0]}-block {key[1]}", say=bench_harness.note if progress else lambda message: None)
     del runs
     for (k, kind), values in times.items():
         median = _median(values)
@@ -434,7 +433,7 @@ def run_benchmark(
             optimizers[k] = torch.optim.AdamW(model.parameters(), lr=1e-6, betas=(0.9, 0.95), weight_decay=0.1)
         steps = {k: [] for k in blocks}
         rounds = max(warmup, 1) + finetune_repeats  # the first step allocates AdamW's state: never timed
-        with bar(total=rounds * len(blocks), desc="fine-tuning steps", unit="step", disable=not progress) as shown:
+        with console.progress(total=rounds * len(blocks), desc="fine-tuning steps", unit="step", disable=not progress) as shown:
             for r in range(rounds):
                 for k in _round_robin(blocks, r):
                     elapsed = finetune_step(models[(k, "reduced")], optimizers[k], batches[0], device, dtype)

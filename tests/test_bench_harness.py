@@ -1,15 +1,12 @@
 """fairchem_prune.bench_harness: the plausibility flags and the re-measure decision on synthetic timings
-(known per-pass seconds, no clock), and progress lines in a file. No timed assertions."""
+(known per-pass seconds, no clock). No timed assertions."""
 
 from __future__ import annotations
-
-import io
 
 import pytest
 
 from fairchem_prune import bench_harness
 from fairchem_prune.benchmark import inference_flags
-from fairchem_prune.progress import LineTqdm, bar
 
 
 def entries(passes: dict[int, list[float]], flops: dict[int, float]) -> list[dict]:
@@ -86,15 +83,3 @@ def test_flagged_timings_are_measured_again_a_bounded_number_of_times(attempts, 
     assert [h["flagged"] for h in history] == [["2"]] * (calls - 1) + [[str(k) for k in flagged]]
     assert history[0]["median_pass_s"] == {"6": 1.0, "2": attempts[0][2][0]}
     assert len(said) == calls - 1  # one line per measuring again
-
-
-def test_progress_in_a_file_is_one_line_per_update_without_carriage_returns():
-    stream = io.StringIO()
-    with LineTqdm(total=3, desc="inference", file=stream, mininterval=0, miniters=1, ascii=True) as shown:
-        for _ in range(3):
-            shown.update()
-    lines = stream.getvalue().splitlines()
-    assert "\r" not in stream.getvalue()
-    assert [line.split("|")[0].strip() for line in lines[:4]] == ["inference:   0%", "inference:  33%", "inference:  67%",
-                                                                 "inference: 100%"]
-    assert isinstance(bar(range(1), file=io.StringIO()), LineTqdm)  # not a terminal: lines

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from fairchem_prune import bench_harness
+from fairchem_prune import bench_harness, console
 from fairchem_prune.errors import PruneError
 from fairchem_prune.fairchem2 import escn_md
 from fairchem_prune.fairchem2.checkpoints import (
@@ -49,7 +49,6 @@ from fairchem_prune.fairchem2.checkpoints import (
     source_blocks,
 )
 from fairchem_prune.fairchem2.slicing import reduced_checkpoint
-from fairchem_prune.progress import bar, note
 
 #: default model: the uma-m 1.1 shape, random weights
 DEFAULT_MODEL = "configs/fairchem2/models/uma_m.yaml"
@@ -238,7 +237,7 @@ def build_models(source: Source, blocks: Sequence[int], progress: bool = True) -
     """``{k: HydraModel}``; every model holds the largest one's tensors (its first k blocks)."""
     models = {}
     top_state = None
-    for k in bar(blocks, desc="building models", unit="model", disable=not progress):
+    for k in console.progress(blocks, desc="building models", unit="model", disable=not progress):
         model = source.build(k)
         if top_state is None:
             top_state = model.state_dict(keep_vars=True)  # the Parameter objects themselves: shared
@@ -344,7 +343,7 @@ def run_benchmark(
     # built, merged and prepared on the CPU (as MLIPPredictUnit does), then moved
     models = build_models(source, blocks, progress)
     passes, own_bytes, params = {}, {}, {}
-    for k in bar(blocks, desc="preparing (merging experts)", unit="model", disable=not progress):
+    for k in console.progress(blocks, desc="preparing (merging experts)", unit="model", disable=not progress):
         model = models[k]
         params[(k, "mole")] = count_parameters(model)
         if "merged" in modes:
@@ -365,7 +364,7 @@ def run_benchmark(
     # 1. one analysis pass per model: FLOPs, peak memory, outputs
     rows = {k: {"blocks": k, "params": params[(k, "mole")]} for k in blocks}
     outputs = {}
-    for key in bar(list(passes), desc="counting FLOPs and memory", unit="model", disable=not progress):
+    for key in console.progress(list(passes), desc="counting FLOPs and memory", unit="model", disable=not progress):
         k, mode = key
         run = (lambda pairs=passes[key]: predict_pass(pairs))
         try:
@@ -399,7 +398,7 @@ def run_benchmark(
 
     times, flags, attempts = bench_harness.measure_until_plausible(
         measure, lambda found: timing_flags(rows, blocks, modes, bench_harness.timing_stats(found)), remeasure,
-        label=lambda key: f"{key[0]}-block {MODE_LABELS[key[1]]}", say=note if progress else lambda message: None)
+        label=lambda key: f"{key[0]}-block {MODE_LABELS[key[1]]}", say=bench_harness.note if progress else lambda message: None)
     for (k, mode), values in times.items():
         median = bench_harness.median(values)
         rows[k][mode].update(pass_times_s=values, median_pass_s=median, min_pass_s=min(values),
