@@ -35,14 +35,16 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
-from fairchem_prune.errors import PruneError
 from fairchem_prune import console
+from fairchem_prune.errors import PruneError
 
 # ----------------------------------------------------------------------------------------------------------
 # small helpers
@@ -83,10 +85,6 @@ def relative_spread(values: Sequence[float]) -> float:
 
 def note(message: str) -> None:
     """One line on stderr that leaves a running progress bar intact."""
-    import sys
-
-    from tqdm import tqdm
-
     tqdm.write(message, file=sys.stderr)
 
 
