@@ -217,7 +217,9 @@ def measure_peak_memory(run: Callable[[], object], device: str, own_bytes: int) 
     else:
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        # the profiler's own C-level lines (torch 2.13: "USDT ... profiler_start") leave the console
+        with console.native_stderr_to_log("torch.profiler"), profile(activities=[ProfilerActivity.CPU],
+                                                                     profile_memory=True) as prof:
             run()
         extra, method = cpu_peak_from_profiler(prof), "torch.profiler CPU allocation events"
     return {"pass_peak_bytes": int(extra), "model_bytes": int(own_bytes), "peak_bytes": int(own_bytes + extra),

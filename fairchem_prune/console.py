@@ -4,14 +4,17 @@ Progress (:func:`progress`) is a tqdm bar on stderr, shown once a task has run f
 seconds and redrawn in place on a terminal. On a file or a pipe (a log, a Slurm output, ``| tee``)
 it is one plain line per update, at most one every :data:`LINE_INTERVAL` seconds, never a pile of
 carriage-return redraws. Python ``logging`` (where fairchem writes its config dump and warnings) goes
-to a file while :func:`chatter_to` runs.
+to a file while :func:`chatter_to` runs; what C libraries write to the process's stderr goes to
+logging while :func:`native_stderr_to_log` runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -67,3 +70,23 @@ def chatter_to(log: str | Path | None) -> Iterator[None]:
         root.handlers = saved_handlers
         root.setLevel(saved_level)
         handler.close()
+
+
+@contextlib.contextmanager
+def native_stderr_to_log(name: str) -> Iterator[None]:
+    """What is written to file descriptor 2 while the block runs (C libraries' lines, which Python's
+    ``sys.stderr`` never sees) goes to the logger ``name`` at DEBUG instead of the console."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().strip()
+            if text:
+                logging.getLogger(name).debug(text)

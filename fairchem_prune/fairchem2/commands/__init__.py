@@ -7,10 +7,7 @@ runs before any of them (:func:`fairchem_prune.cli.run`).
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
-import tempfile
+from fairchem_prune.console import native_stderr_to_log
 
 
 def before_command() -> None:
@@ -18,23 +15,13 @@ def before_command() -> None:
     ``nvalchemiops``, whose import calls ``warp.init()``; on a machine without a CUDA driver Warp's C
     library then writes "Warp CUDA warning: Could not find or load the NVIDIA CUDA driver. GPU execution
     will not be available." to stderr in every command. Imported here first, with the process's stderr
-    (file descriptor 2) sent to a temporary file, that line goes to Python logging at DEBUG instead."""
+    (file descriptor 2) sent to Python logging at DEBUG, that line leaves the console."""
     import importlib.util
 
     if importlib.util.find_spec("nvalchemiops") is None:
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+") as sink:
-        os.dup2(sink.fileno(), 2)
+    with native_stderr_to_log("warp"):
         try:
             import nvalchemiops  # noqa: F401
         except Exception:  # fairchem's own import of it says what is wrong, if it matters
             pass
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        sink.seek(0)
-        text = sink.read().strip()
-    if text:
-        logging.getLogger("warp").debug(text)
