@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              '(default: the config, rattle, teacher MD, Jacobian rows, per-atom energies)')
     parser.add_argument("--out", default="distill_cost.json", help="JSON output (default: distill_cost.json)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    parser.add_argument("--log", help="fairchem's messages while the trainer is built, its config dump among them "
+                                      "(default: --out with .log)")
     parser.add_argument("overrides", nargs="*",
                         help="after --: fairchem overrides, e.g. -- --task.distill.teacher_checkpoint=T.pt "
                              "--dataset.train.src=DATA --optim.batch_size=8")
@@ -29,6 +31,7 @@ def run(args: argparse.Namespace) -> None:
 
     import torch
 
+    from fairchem_prune.console import chatter_to
     from fairchem_prune.distill_cost import format_table, measure_options
     from fairchem_prune.errors import PruneError
     from fairchem_prune.files import atomic_path, refuse_existing
@@ -43,7 +46,8 @@ def run(args: argparse.Namespace) -> None:
         options = json.loads(args.options) if args.options else None
     except json.JSONDecodeError as err:
         raise PruneError(f"--options is not JSON ({err})") from None
-    result = measure_options(args.config, args.overrides, options=options, repeats=args.repeats, warmup=args.warmup)
+    with chatter_to(args.log or out.with_suffix(".log")):
+        result = measure_options(args.config, args.overrides, options=options, repeats=args.repeats, warmup=args.warmup)
     print(format_table(result))
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
