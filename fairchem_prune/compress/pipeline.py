@@ -239,7 +239,9 @@ def _stage(path: Path, compute) -> dict:
 def _probe(run: FairchemRun, device: str):
     """fairchem's trainer of ``run``'s config, built here without training (its files in a scratch
     folder in the system's temporary folder, never in ``--out``, removed after; fairchem's INFO logging
-    silenced)."""
+    and its progress bars silenced)."""
+    import contextlib
+    import io
     import logging
     import shutil
     import tempfile
@@ -253,7 +255,9 @@ def _probe(run: FairchemRun, device: str):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.load(weights_only=False) in fairchem
-            yield build_trainer(args + (["--cpu"] if device == "cpu" else []))
+            with contextlib.redirect_stderr(io.StringIO()):  # fairchem's bar while it fits the normalizers
+                trainer = build_trainer(args + (["--cpu"] if device == "cpu" else []))
+            yield trainer
     finally:
         logging.disable(logging.NOTSET)
         shutil.rmtree(scratch, ignore_errors=True)
