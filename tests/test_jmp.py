@@ -81,7 +81,10 @@ def test_converted_checkpoint_reproduces_jmp_energies_and_forces_in_ev(converted
         energy_ref = reference(weights, name, "energy")[head] * std["y"]
         forces_ref = reference(weights, name, "forces")[..., head] * std["force"]
         assert abs(energy - energy_ref) / abs(energy_ref) <= 1e-4, (name, energy, energy_ref)
-        assert np.abs(forces - forces_ref).max() / np.abs(forces_ref).max() <= 1e-4, name
+        # 1e-4 of the largest force, and float32's rounding of the summed per-edge terms (2e-6 eV/Å, CPU-
+        # dependent) where every force nearly cancels (bulk Si: 0.0064 eV/Å at most)
+        error = np.abs(forces - forces_ref).max()
+        assert error <= 1e-4 * np.abs(forces_ref).max() + 2e-6, (name, error)
 
 
 def test_the_two_weight_readings_give_different_outputs():
