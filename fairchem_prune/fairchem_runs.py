@@ -145,10 +145,13 @@ class FairchemRun:
 
 class EpochProgress:
     """``on_line`` of :meth:`FairchemRun.train`: a progress bar of the run's epochs
-    (:func:`fairchem_prune.console.progress`), from fairchem's log: its config dump's ``max_epochs``,
-    then the ``epoch: E`` of its training lines (every ``print_every`` steps) and validation lines."""
+    (:func:`fairchem_prune.console.progress`), from fairchem's log: its config dump's ``max_epochs``
+    (or a trainer's own ``max_epochs: N`` in a later INFO line, where it sets the length itself, as
+    the distill trainer's sample budget does), then the ``epoch: E`` of its training lines (every
+    ``print_every`` steps) and validation lines."""
 
     MAX_EPOCHS = re.compile(r"^\s+max_epochs: (\d+)\s*$")
+    SET_EPOCHS = re.compile(r"\(INFO\): .*\bmax_epochs: (\d+)")
     EPOCH = re.compile(r"\(INFO\): .*\bepoch: ([-+.e\d]+)")
 
     def __init__(self, name: str) -> None:
@@ -160,6 +163,11 @@ class EpochProgress:
             if found:
                 self.bar = progress(total=int(found.group(1)), desc=f"{self.name}: epoch", unit="epoch",
                                     bar_format="{desc} {n:.2f}/{total} |{bar}| [{elapsed}<{remaining}]")
+            return
+        found = self.SET_EPOCHS.search(line)
+        if found:
+            self.bar.total = int(found.group(1))
+            self.bar.refresh()
             return
         found = self.EPOCH.search(line)
         if found:

@@ -52,3 +52,18 @@ def test_epochs_come_from_fairchems_log_lines(monkeypatch):
     epochs.close()
     lines = stream.getvalue().splitlines()
     assert lines[-1].startswith("kd_2b: epoch 1.75/4 |") and "\r" not in stream.getvalue()
+
+
+def test_a_trainer_that_sets_its_own_length_resets_the_epochs(monkeypatch):
+    """The distill trainer's sample budget makes a 30-epoch config one epoch, and says so after the
+    config dump; the bar's total follows."""
+    monkeypatch.setattr("sys.stderr", _Pipe())
+    monkeypatch.setattr(console, "DELAY", 0)
+    epochs = EpochProgress("kd_2b")
+    for line in ["optim:\n", "  max_epochs: 30\n",
+                 "2026-12-02 05:00:01 distill.py:291: (INFO): distill: sources emt_slabs p=0.500, xtb_molecules p=0.500; "
+                 "837 steps per epoch; max_epochs: 1\n",
+                 "2026-12-02 05:00:09 ocp_trainer.py:225: (INFO): distill_loss: 1.2e-01, epoch: 5.00e-01, step: 4.18e+02\n"]:
+        epochs(line)
+    assert epochs.bar.total == 1 and epochs.bar.n == 0.5
+    epochs.close()

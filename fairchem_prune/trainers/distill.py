@@ -289,7 +289,7 @@ class DistillTrainer(ChecksDataPaths, ResumesAtCompletedStep, OCPTrainer):
         )
         self.train_loader = self.get_dataloader(self.train_dataset, self.train_sampler)
         logging.info("distill: sources " + ", ".join(f"{n} p={p:.3f}" for n, p in zip(names, probabilities))
-                     + f"; {len(self.train_sampler)} steps per epoch")
+                     + f"; {len(self.train_sampler)} steps per epoch; max_epochs: {self.config['optim']['max_epochs']}")
 
     # === one step: student and teacher on the same batch ===
     def _step_generator(self) -> torch.Generator:
