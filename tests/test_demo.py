@@ -245,6 +245,21 @@ def test_distillation_runs_cover_seeds_and_options(tmp_path):
     assert "kd_3b_per_atom_energies" not in eqv2 and "kd_3b_rattle" in eqv2
 
 
+def test_the_efficiency_table_marks_what_the_benchmark_still_flagged():
+    from fairchem_prune.demo.report import efficiency_table
+
+    def row(blocks, measured, flags=(), stock_flags=()):
+        return {"blocks": blocks, "params": 1000 * blocks, "params_pct": 100 * blocks / 4, "gflops_per_sample": 0.01 * blocks,
+                "flop_bound_speedup": 4 / blocks, "measured_speedup": measured, "measured_over_bound": measured * blocks / 4,
+                "reduced_over_stock": 1.0, "finetune_speedup": None, "flags": list(flags), "stock": {"flags": list(stock_flags)}}
+
+    clean = efficiency_table({"rows": [row(4, 1.0), row(2, 1.6)]})
+    assert "!" not in clean and "Flagged" not in clean
+    flagged = efficiency_table({"rows": [row(4, 1.0), row(2, 2.3, ["above the FLOP bound"], ["unstable"])]})
+    assert "| 2 | 2,000 (50%) | 0.0200 | 2.00x | 2.30x! | 115%! | 1.000! | - |" in flagged
+    assert flagged.splitlines()[-2:] == ["- 2 blocks: above the FLOP bound", "- 2 blocks: unstable"]
+
+
 def test_table1_gives_the_gap_closed_per_seed_as_mean_and_spread():
     from fairchem_prune.demo.report import options_table, reduction_table
 

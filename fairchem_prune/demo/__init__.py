@@ -314,8 +314,8 @@ def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench,
          "of the fine-tuned models (tools/md_check.py). Direct-force models need not conserve energy.\n\n" + table_md),
         ("Efficiency (Table 2)", f"`tools/benchmark.py` on the teacher's architecture ({bench['settings']['samples']} "
          f"EMT slabs, {bench['environment']['device']}, {bench['environment']['threads']} thread(s)). At the demo's "
-         "width the block-independent work (graph, bases, embedding) weighs more than at JMP-L size; see the README "
-         "for JMP-L.\n\n" + table2 + "".join(f"\n\nNote: {n}" for n in bench.get("notes", []))),
+         "width the block-independent work (graph, bases, embedding) weighs more than at JMP-L size; see "
+         "docs/benchmark.md for JMP-L.\n\n" + table2 + "".join(f"\n\nNote: {n}" for n in bench.get("notes", []))),
         ("Findings", "\n".join(f"- {line}" for line in checks)),
     ]
 

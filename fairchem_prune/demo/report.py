@@ -127,15 +127,23 @@ def finetune_table(rows: list[dict]) -> str:
 
 
 def efficiency_table(result: dict) -> str:
-    """Table 2 analogue from a :func:`fairchem_prune.benchmark.run_benchmark` result."""
+    """Table 2 analogue from a :func:`fairchem_prune.benchmark.run_benchmark` result; a figure the
+    benchmark still flagged after re-measuring is marked ``!`` and its flags listed below."""
     lines = ["| blocks | parameters | GFLOPs / sample | FLOP bound | measured speed-up | measured / bound "
              "| reduced / stock | fine-tuning step speed-up |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    flags = []
     for row in result["rows"]:
         ft = row.get("finetune_speedup")
+        mark, stock_mark = "!" if row.get("flags") else "", "!" if row["stock"].get("flags") else ""
+        flags += [f"{row['blocks']} blocks: {flag}" for flag in row.get("flags", []) + row["stock"].get("flags", [])]
         lines.append(
             f"| {row['blocks']} | {row['params']:,} ({row['params_pct']:.0f}%) | {row['gflops_per_sample']:.4f} "
-            f"| {row['flop_bound_speedup']:.2f}x | {row['measured_speedup']:.2f}x | {100 * row['measured_over_bound']:.0f}% "
-            f"| {row['reduced_over_stock']:.3f} | {'-' if ft is None else f'{ft:.2f}x'} |")
+            f"| {row['flop_bound_speedup']:.2f}x | {row['measured_speedup']:.2f}x{mark} "
+            f"| {100 * row['measured_over_bound']:.0f}%{mark} | {row['reduced_over_stock']:.3f}{stock_mark or mark} "
+            f"| {'-' if ft is None else f'{ft:.2f}x'} |")
+    if flags:
+        lines += ["", "Flagged after re-measuring (`!`: implausible or unstable, not clean numbers; "
+                  "run the benchmark again on an idle machine):", ""] + [f"- {flag}" for flag in flags]
     return "\n".join(lines)
 
 
