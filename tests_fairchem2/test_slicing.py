@@ -63,8 +63,11 @@ def assert_close(ours: dict, reference, prefix: str) -> None:
     for system, values in ours.items():
         for key, value in values.items():
             expected = reference[f"{prefix}__{system}__{key}"]
-            scale = max(np.abs(expected).max(), 1e-3)
-            assert np.abs(value - expected).max() <= RTOL * scale, (prefix, system, key)
+            # relative to the largest value, but not below float32's rounding of the summed terms where
+            # they nearly cancel (forces of a few meV/Å: 3e-7 off on another CPU than the fixture's)
+            scale = max(np.abs(expected).max(), 0.05)
+            error = np.abs(value - expected).max()
+            assert error <= RTOL * scale, (prefix, system, key, error)
 
 
 @pytest.mark.parametrize("name", sorted(REDUCED))
