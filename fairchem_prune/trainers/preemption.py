@@ -75,20 +75,22 @@ class _LRStepOncePerTrainingStep:
 class ResumesAtCompletedStep:
     """Mixin for fairchem trainers (before ``OCPTrainer`` in the bases)."""
 
-    def load_extras(self) -> None:
-        super().load_extras()
-        self.scheduler = _LRStepOncePerTrainingStep(self.scheduler, self)
-        self._preemption = PreemptionHold()
+    def _guarded_schedule(self) -> _LRStepOncePerTrainingStep:
+        """``self.scheduler``, wrapped once it exists (trainers may set their own after ``load_extras``)."""
+        if not isinstance(self.scheduler, _LRStepOncePerTrainingStep):
+            self.scheduler = _LRStepOncePerTrainingStep(self.scheduler, self)
+            self._preemption = PreemptionHold()
+        return self.scheduler
 
     def load_checkpoint(self, *args, **kwargs):
         result = super().load_checkpoint(*args, **kwargs)
         self._completed_step = self.step
-        if isinstance(getattr(self, "scheduler", None), _LRStepOncePerTrainingStep):  # none for inference
-            self.scheduler.stepped_at = self.step
+        if getattr(self, "scheduler", None) is not None:  # none for inference
+            self._guarded_schedule().stepped_at = self.step
         return result
 
     def _release_preemption(self) -> None:
-        hold = getattr(self, "_preemption", None)  # none for inference
+        hold = getattr(self, "_preemption", None)  # none before the first update, and for inference
         if hold is not None:
             hold.release()
 
@@ -101,6 +103,7 @@ class ResumesAtCompletedStep:
         return super().validate(*args, **kwargs)
 
     def _backward(self, loss) -> None:
+        self._guarded_schedule()
         self._preemption.hold()  # the step's changes of state begin
         super()._backward(loss)  # gradients, optimizer step, EMA
         self._completed_step = self.step
@@ -109,8 +112,8 @@ class ResumesAtCompletedStep:
         running = self.step
         completed = min(running, getattr(self, "_completed_step", 0))
         training_state = kwargs.get("training_state", args[2] if len(args) > 2 else True)
-        if training_state and completed == running and self.scheduler.scheduler_type != "ReduceLROnPlateau":
-            self.scheduler.advance()  # this step's LR step, taken before it is saved
+        if training_state and 0 < completed == running and self.scheduler.scheduler_type != "ReduceLROnPlateau":
+            self._guarded_schedule().advance()  # this step's LR step, taken before it is saved
         self.step = completed
         try:
             return super().save(*args, **kwargs)
