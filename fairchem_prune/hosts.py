@@ -29,7 +29,7 @@ COMMANDS = {
     1: {
         "convert-jmp": "convert_jmp", "slice": "slice", "demo": "demo", "prepare-dataset": "prepare_dataset",
         "make-demo-data": "make_demo_data", "relevance": "relevance", "ablate": "ablate", "benchmark": "benchmark",
-        "distill-cost": "distill_cost", "md-check": "md_check", "compress": "compress",
+        "distill-cost": "distill_cost", "md-check": "md_check", "compress": "compress", "evaluate": "evaluate",
     },
     2: {
         "slice": "slice", "relevance": "relevance", "ablate": "ablate", "finetune-config": "finetune_config",
