@@ -72,8 +72,9 @@ def predict_config(checkpoint: dict, path: Path, lmdb: Path, dtype: str, batch_s
         "loss_functions": copy.deepcopy(config.get("loss_functions", [])),
         "evaluation_metrics": copy.deepcopy(config.get("evaluation_metrics", {})),
         "task": {**copy.deepcopy(config.get("task") or {}), "prediction_dtype": dtype},
-        "optim": {**copy.deepcopy(config.get("optim") or {}), "batch_size": batch_size, "eval_batch_size": batch_size,
-                  "num_workers": 0},
+        # fairchem builds an optimizer and its schedule before predicting; neither ever steps
+        "optim": {"lr_initial": 1e-4, **copy.deepcopy(config.get("optim") or {}), "scheduler": "Null",
+                  "batch_size": batch_size, "eval_batch_size": batch_size, "num_workers": 0},
         "dataset": {"train": data, "test": {"src": str(lmdb.resolve()), "format": data.get("format", "lmdb")}},
         "logger": "tensorboard",
         "amp": False,
@@ -109,7 +110,9 @@ def predict(checkpoint: Path, lmdb: Path, folder: Path, name: str, dtype: str = 
         status = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT).returncode
     written = run_dir / "results" / name / "ocp_predictions.npz"
     if status or not written.exists():
-        raise PruneError(f"fairchem --mode predict failed on {checkpoint} and {lmdb} (exit status {status}); see {log}")
+        errors = [line.removeprefix("[rank0]: ").strip() for line in log.read_text().splitlines() if "Error" in line[:60]]
+        raise PruneError(f"fairchem --mode predict failed on {checkpoint} and {lmdb} (exit status {status}"
+                         f"{': ' + errors[-1][:300] if errors else ''}); see {log}")
     os.replace(written, out)
     return out
 
