@@ -58,7 +58,7 @@ from pathlib import Path
 import torch
 from fairchem_prune import architectures, bench_harness, console
 from fairchem_prune.architectures import Architecture, core_section
-from fairchem_prune.errors import PruneError
+from fairchem_prune.errors import PruneError, require_device
 from fairchem_prune.fast_init import fast_init
 
 #: default ``--config``: JMP-L's architecture, resolved against the working directory, then the repository
@@ -338,10 +338,7 @@ def run_benchmark(
     "notes"}``, one row per block count (largest first, the reference); see :func:`format_table` and
     the README for the keys.
     """
-    if device not in ("cpu", "cuda"):
-        raise PruneError(f"--device must be cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise PruneError("--device cuda: no CUDA device visible to torch; use --device cpu")
+    require_device(device)
     if dtype not in DTYPES:
         raise PruneError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
     if init not in ("fast", "fairchem"):

@@ -57,18 +57,14 @@ def run(args: argparse.Namespace) -> None:
     from fairchem_prune import hosts, leaderboard
     from fairchem_prune.checkpoints import read_checkpoint
     from fairchem_prune.datasets.lmdb_io import lmdb_files
-    from fairchem_prune.errors import PruneError
+    from fairchem_prune.errors import PruneError, require_device
     from fairchem_prune.files import atomic_path, refuse_existing
 
     models = _named(args.checkpoint, "--checkpoint", lambda spec: Path(spec).stem)
     splits = _named(args.split, "--split", lambda spec: None)
     if args.batch_size < 1:
         raise PruneError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise PruneError("--device cuda: no CUDA device visible to torch; use --device cpu")
+    require_device(args.device)
     for path in models.values():
         hosts.require_host(path)
         if "outputs" not in read_checkpoint(path)["config"]:

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from fairchem_prune.errors import PruneError
+    from fairchem_prune.errors import require_device
     from fairchem_prune.gradcam import format_table, plot_relevance, write_relevance
     from fairchem_prune.relevance import block_relevance
 
@@ -34,11 +34,7 @@ def run(args: argparse.Namespace) -> None:
 
     for path in filter(None, (args.out, args.plot)):
         refuse_existing(path, args.force)
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise PruneError("--device cuda: no CUDA device visible to torch; use --device cpu")
+    require_device(args.device)
     result = block_relevance(
         args.checkpoint, args.data, names=args.names, num_samples=args.num_samples, batch_size=args.batch_size,
         seed=args.seed, device=args.device,

@@ -34,7 +34,7 @@ from fairchem_prune.compress import report
 from fairchem_prune.compress.budget import PICKS, parse_budget
 from fairchem_prune.compress.workdir import block_counts, check_settings
 from fairchem_prune.compress.configs import finetune_base, run_config, write_config
-from fairchem_prune.errors import PruneError
+from fairchem_prune.errors import PruneError, require_device
 from fairchem_prune.fairchem_runs import FairchemRun, train_all
 from fairchem_prune.files import json_stage
 
@@ -111,11 +111,7 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     if not metric:
         raise PruneError(f"task config {tasks[-1]} sets no evaluation_metrics.primary_metric (e.g. forces_mae)")
     rule = parse_budget(budget, metric)
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise PruneError("--device cuda: no CUDA device visible to torch; use --device cpu")
+    require_device(device)
     take_back = check_settings(out, settings)
     fairchem_args = (["--cpu"] if device == "cpu" else []) + list(fairchem_args or [])
     steps_per_epoch = math.ceil(train_size / int(base.get("optim", {}).get("batch_size", 1)))

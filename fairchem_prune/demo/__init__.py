@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fairchem_prune.demo.generation import SIZES, DemoSize
-from fairchem_prune.errors import PruneError
+from fairchem_prune.errors import PruneError, require_device
 from fairchem_prune.files import json_stage
 from fairchem_prune.resources import config_path
 
@@ -95,11 +95,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
     from fairchem_prune.demo.data import demo_data, downstream_data
     from fairchem_prune.demo.teacher import teacher_stage
 
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise PruneError("--device cuda: no CUDA device visible to torch; use --device cpu")
+    require_device(device)
     settings = QUICK if quick else FULL
     if not settings.teacher_config.exists():
         raise PruneError(f"{settings.teacher_config} not found: this install of fairchem-prune has no configs/; "

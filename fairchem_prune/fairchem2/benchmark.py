@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from fairchem_prune import bench_harness, console
-from fairchem_prune.errors import PruneError
+from fairchem_prune.errors import PruneError, require_device
 from fairchem_prune.fairchem2 import escn_md
 from fairchem_prune.fairchem2.checkpoints import (
     has_ema,
@@ -307,10 +307,7 @@ def run_benchmark(
     Returns the JSON-ready result ``{"environment", "settings", "reference_blocks", "rows", "notes"}``,
     one row per block count (largest first: the reference) holding one entry per expert mode.
     """
-    if device not in ("cpu", "cuda"):
-        raise PruneError(f"--device must be cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise PruneError("--device cuda: no CUDA device visible to torch; use --device cpu")
+    require_device(device)
     bench_harness.check_counts(repeats=(repeats, 1), warmup=(warmup, 0), remeasure=(remeasure, 0))
     modes = list(dict.fromkeys(modes))
     bad = [m for m in modes if m not in MODES]

@@ -34,7 +34,7 @@ from fairchem_prune.blocks import kept_for_counts
 from fairchem_prune.compress import report
 from fairchem_prune.compress.budget import PICKS, parse_budget
 from fairchem_prune.compress.workdir import block_counts, check_settings
-from fairchem_prune.errors import PruneError
+from fairchem_prune.errors import PruneError, require_device
 from fairchem_prune.fairchem2 import escn_md
 from fairchem_prune.fairchem2.runs import FinetuneRun, prepare, train_all
 from fairchem_prune.files import json_stage
@@ -115,11 +115,7 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     source = read_inference_checkpoint(checkpoint)
     b = escn_md.num_blocks(source.model_config, f"checkpoint {checkpoint}")
     counts = block_counts(settings.blocks, b)
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise PruneError("--device cuda: no CUDA device visible to torch; use --device cpu")
+    require_device(device)
     check_settings(out, settings)
     finetune = {"steps": settings.steps, "epochs": settings.epochs, "batch_size": settings.batch_size,
                 "lr": settings.lr, "ema_decay": settings.ema_decay, "device": device}

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
 
-    from fairchem_prune.errors import PruneError
+    from fairchem_prune.errors import PruneError, require_device
     from fairchem_prune.files import atomic_path, refuse_existing
     from fairchem_prune.md_check import MDSettings, check_models, format_table, plot_energies
 
@@ -62,11 +62,7 @@ def run(args: argparse.Namespace) -> None:
         if name in named:
             raise PruneError(f"--checkpoint {spec!r}: the name {name} is given twice")
         named[name] = Path(path)
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise PruneError("--device cuda: no CUDA device visible to torch; use --device cpu")
+    require_device(args.device)
     from fairchem_prune.console import chatter_to
     from fairchem_prune.fairchem2.calculators import checkpoint_calculators
     from fairchem_prune.fairchem2.data import read_structures

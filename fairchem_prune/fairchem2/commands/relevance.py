@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from fairchem_prune.errors import PruneError
+    from fairchem_prune.errors import PruneError, require_device
     from fairchem_prune.files import atomic_path, refuse_existing
     from fairchem_prune.gradcam import format_table, plot_relevance, write_relevance
 
@@ -46,11 +46,7 @@ def run(args: argparse.Namespace) -> None:
         raise PruneError(f"--plot {plot} is the JSON output; give a .png path")
     for path in (out, plot):
         refuse_existing(path, args.force)
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise PruneError("--device cuda: no CUDA device visible to torch; use --device cpu")
+    require_device(args.device)
     for path in args.data:
         if not Path(path).exists():
             raise PruneError(f"data {path}: no such file or folder")
