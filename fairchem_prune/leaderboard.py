@@ -23,7 +23,6 @@ import yaml
 
 from fairchem_prune.errors import PruneError
 
-TASKS = ("s2ef", "is2re")
 #: the splits of each leaderboard's submission file, as fairchem's make_submission_file.py names them
 SUBMISSION_SPLITS = {"OC20": ("id", "ood_ads", "ood_cat", "ood_both"), "OC22": ("id", "ood")}
 #: the columns of each task's table: (Evaluator metric, header, scale to the header's unit, digits); the
@@ -60,9 +59,7 @@ def predict_config(checkpoint: dict, path: Path, lmdb: Path, dtype: str, batch_s
     from fairchem_prune.checkpoints import checkpoint_model_config
 
     config = checkpoint["config"]
-    data = config.get("dataset") or {}
-    data = copy.deepcopy(data.get("train", data) if isinstance(data, dict) else data[0])
-    data.pop("src", None)
+    data = {k: v for k, v in copy.deepcopy(_data_settings(checkpoint)).items() if k != "src"}
     model = checkpoint_model_config(checkpoint, path)
     model["otf_graph"] = True
     return {
@@ -82,20 +79,20 @@ def predict_config(checkpoint: dict, path: Path, lmdb: Path, dtype: str, batch_s
     }
 
 
-def predict(checkpoint: Path, lmdb: Path, folder: Path, name: str, dtype: str = "float32", batch_size: int = 16,
-            device: str = "cpu") -> Path:
-    """``folder/name.npz``: fairchem's ``--mode predict`` predictions of ``checkpoint`` on ``lmdb``,
+def predict(checkpoint: Path, stored: dict, lmdb: Path, folder: Path, name: str, dtype: str = "float32",
+            batch_size: int = 16, device: str = "cpu") -> Path:
+    """``folder/name.npz``: fairchem's ``--mode predict`` predictions of ``checkpoint`` (read:
+    ``stored``) on ``lmdb``,
     made once: a file whose config ``folder/name.yml`` is the one it would be made with now (same
     settings, checkpoint and LMDB of the same size and time) is kept. Its command line and output are
     in ``folder/name.log``."""
-    from fairchem_prune.checkpoints import read_checkpoint
     from fairchem_prune.datasets.lmdb_io import lmdb_files
     from fairchem_prune.fairchem_runs import FAIRCHEM
 
     folder.mkdir(parents=True, exist_ok=True)
     out, config, log = folder / f"{name}.npz", folder / f"{name}.yml", folder / f"{name}.log"
     text = (f"# fairchem-prune evaluate: {_stamp(checkpoint)} on {', '.join(map(_stamp, lmdb_files(lmdb, '--split')))}\n"
-            + yaml.safe_dump(predict_config(read_checkpoint(checkpoint), checkpoint, lmdb, dtype, batch_size), sort_keys=False))
+            + yaml.safe_dump(predict_config(stored, checkpoint, lmdb, dtype, batch_size), sort_keys=False))
     if out.exists() and config.exists() and config.read_text() == text:
         return out
     out.unlink(missing_ok=True)
@@ -180,13 +177,14 @@ def score(predictions: Path, targets: dict[str, dict], task: str) -> dict[str, f
     return {name: float(value["metric"]) for name, value in metrics.items()}
 
 
-def describe(checkpoint: Path) -> dict:
-    """``{"blocks", "parameters"}`` of a checkpoint's model (None for an architecture fairchem-prune does not know)."""
+def describe(checkpoint: Path, stored: dict) -> dict:
+    """``{"blocks", "parameters"}`` of the model of ``checkpoint`` (read: ``stored``); None for an
+    architecture fairchem-prune does not know."""
     from fairchem_prune.checkpoints import load_source
     from fairchem_prune.params import count_parameters
 
     try:
-        source = load_source(checkpoint)
+        source = load_source(checkpoint, stored)
     except PruneError:
         return {"blocks": None, "parameters": None}
     return {"blocks": source.num_blocks, "parameters": count_parameters(source.model)}
@@ -204,27 +202,30 @@ def evaluate(models: dict[str, Path], splits: dict[str, Path], task: str, out: P
 
     mapping = {}
     for path in models.values():
-        mapping.update(_key_mapping(read_checkpoint(path)))
+        mapping.update(_data_settings(read_checkpoint(path)).get("key_mapping") or {})
     targets = {split: read_targets(lmdb, task, mapping, split) for split, lmdb in splits.items()}
     metrics: dict[str, dict] = {}
+    about: dict[str, dict] = {}
     with progress(total=len(models) * len(splits), desc="evaluate: fairchem --mode predict", unit="run") as bar:
         for model, checkpoint in models.items():
+            stored = read_checkpoint(checkpoint)  # once per model, one in memory at a time (JMP-L: 160M parameters)
+            about[model] = {"checkpoint": str(checkpoint), **describe(checkpoint, stored)}
             metrics[model] = {}
             for split, lmdb in splits.items():
-                npz = predict(checkpoint, lmdb, out / "predictions" / model, split, dtype, batch_size, device)
+                npz = predict(checkpoint, stored, lmdb, out / "predictions" / model, split, dtype, batch_size, device)
                 metrics[model][split] = score(npz, targets[split], task)
                 bar.update()
             metrics[model]["mean"] = {key: float(np.mean([metrics[model][s][key] for s in splits]))
                                       for key in metrics[model][next(iter(splits))]}
-    return {"task": task, "prediction_dtype": dtype,
-            "models": {m: {"checkpoint": str(p), **describe(p)} for m, p in models.items()},
+    return {"task": task, "prediction_dtype": dtype, "models": about,
             "splits": {s: str(p) for s, p in splits.items()}, "metrics": metrics}
 
 
-def _key_mapping(checkpoint: dict) -> dict:
+def _data_settings(checkpoint: dict) -> dict:
+    """The checkpoint's training-data settings (``format``, ``key_mapping``, ``transforms``, ``src``):
+    its ``dataset`` as fairchem saves it, or that of a raw config (``train:`` or a list)."""
     data = checkpoint["config"].get("dataset") or {}
-    data = data.get("train", data) if isinstance(data, dict) else data[0]
-    return data.get("key_mapping") or {}
+    return data.get("train", data) if isinstance(data, dict) else data[0]
 
 
 def table(result: dict) -> str:
@@ -280,7 +281,11 @@ def submission(checkpoint: Path, splits: dict[str, Path], dataset: str, out: Pat
     if missing:
         raise PruneError(f"an {dataset} submission needs the splits {', '.join(SUBMISSION_SPLITS[dataset])}; "
                          f"missing: {', '.join(missing)} (give --split test_{missing[0]}=LMDB)")
-    files = {split: predict(checkpoint, lmdb, predictions, split, dtype, batch_size, device) for split, lmdb in splits.items()}
+    from fairchem_prune.checkpoints import read_checkpoint
+
+    stored = read_checkpoint(checkpoint)
+    files = {split: predict(checkpoint, stored, lmdb, predictions, split, dtype, batch_size, device)
+             for split, lmdb in splits.items()}
     command = [sys.executable, "-m", "fairchem.core.scripts.make_submission_file", "--dataset", dataset, "--out-path", str(out)]
     for split, path in files.items():
         command += [f"--{split.replace('_', '-')}", str(path)]
