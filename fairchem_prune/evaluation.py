@@ -21,7 +21,9 @@ from fairchem_prune.console import chatter_to, progress
 from fairchem_prune.datasets.lmdb_io import lmdb_files, open_lmdb_dataset
 from fairchem_prune.graphs import build_graphs_per_structure
 
-S2EF_METRICS = {"energy": ["mae"], "forces": ["mae", "cosine_similarity"]}
+#: energy and force MAE (eV, eV/Å), force cosine, and the S2EF leaderboard's ranking metric: the share of
+#: structures with energy within 0.02 eV and every force within 0.03 eV/Å (EFwT, Evaluator's threshold)
+S2EF_METRICS = {"energy": ["mae"], "forces": ["mae", "cosine_similarity", "energy_forces_within_threshold"]}
 
 
 def calculator(checkpoint: str | Path, device: str = "cpu", log: str | Path | None = None) -> OCPCalculator:
@@ -55,7 +57,8 @@ def evaluate_checkpoint(
     device: str = "cpu",
     show_progress: bool | str = False,
 ) -> dict[str, float]:
-    """Metrics (``{"energy_mae": ..., "forces_mae": ...}``, eV and eV/Å) of ``checkpoint`` on the
+    """Metrics (``{"energy_mae": ..., "forces_mae": ..., "energy_forces_within_threshold": ...}``, eV,
+    eV/Å and a fraction; :data:`S2EF_METRICS` unless ``metrics``) of ``checkpoint`` on the
     fairchem LMDB file or folder ``lmdb``. Forces are scored on the free atoms only when the
     checkpoint's config says ``eval_on_free_atoms`` (as fairchem's validation does). ``show_progress``:
     a bar of the batches scored (:func:`fairchem_prune.console.progress`), named ``show_progress`` when

@@ -82,25 +82,29 @@ def test_table1_numbers_match_an_independent_evaluation(demo, cache):
     params = reduction["params"]
     assert params["teacher"] > params["br_2b"] > params["br_1b"]
     for name in ("teacher", "br_1b"):
-        expected = slab_forces_mae(reduction["checkpoints"][name], cache)
-        assert reduction["metrics"][name]["emt_slabs"]["forces_mae"] == pytest.approx(expected, rel=1e-4), name
+        mae, efwt = slab_forces_mae(reduction["checkpoints"][name], cache)
+        assert reduction["metrics"][name]["emt_slabs"]["forces_mae"] == pytest.approx(mae, rel=1e-4), name
+        assert reduction["metrics"][name]["emt_slabs"]["energy_forces_within_threshold"] == pytest.approx(efwt), name
+    assert "| BR+KD 1 | " in (out / "report.md").read_text()  # the leaderboard view of Table 1
 
 
-def slab_forces_mae(checkpoint: str, cache) -> float:
+def slab_forces_mae(checkpoint: str, cache) -> tuple[float, float]:
     """Force MAE (free atoms) of ``checkpoint`` on the quick demo's validation slabs, through ASE
-    (OCPCalculator on each structure)."""
+    (OCPCalculator on each structure), and the share of slabs with energy within 0.02 eV and every
+    free atom's force within 0.03 eV/Å."""
     from fairchem.core.common.relaxation.ase_utils import OCPCalculator
     from fairchem.core.datasets import LmdbDataset
 
     dataset = LmdbDataset({"src": str(cache / "demo_data" / "quick-seed0" / "pretrain" / "val" / "emt_slabs.lmdb")})
     calc = OCPCalculator(checkpoint_path=checkpoint, cpu=True, seed=0)
-    errors = []
+    errors, within = [], []
     for data in dataset:
         atoms = data_to_atoms(data)
         atoms.calc = calc
         free = data.fixed.numpy() == 0
         errors.append(np.abs(atoms.get_forces()[free] - data.forces.numpy()[free]).ravel())
-    return float(np.concatenate(errors).mean())
+        within.append(abs(atoms.get_potential_energy() - float(data.energy)) < 0.02 and errors[-1].max() < 0.03)
+    return float(np.concatenate(errors).mean()), float(np.mean(within))
 
 
 def data_to_atoms(data):
@@ -189,8 +193,9 @@ def test_esen_teacher_runs_every_stage(esen_demo, cache):
     assert reduction["counts"] == [3, 2]
     assert reduction["params"] == {"teacher": 28_209, "br_3b": 21_889, "br_2b": 15_569}
     for name in ("teacher", "br_2b", "kd_2b"):
-        expected = slab_forces_mae(reduction["checkpoints"][name], cache)
-        assert reduction["metrics"][name]["emt_slabs"]["forces_mae"] == pytest.approx(expected, rel=1e-4), name
+        mae, efwt = slab_forces_mae(reduction["checkpoints"][name], cache)
+        assert reduction["metrics"][name]["emt_slabs"]["forces_mae"] == pytest.approx(mae, rel=1e-4), name
+        assert reduction["metrics"][name]["emt_slabs"]["energy_forces_within_threshold"] == pytest.approx(efwt), name
     assert [r["blocks"] for r in result["benchmark"]["rows"]] == [4, 3, 2]
     report = (out / "report.md").read_text()
     assert "(forces + node-to-node L1, " in report and "edge-to-edge" not in report and "sliced" not in report
@@ -273,6 +278,21 @@ def test_table1_gives_the_gap_closed_per_seed_as_mean_and_spread():
     assert "| 2 | 700 (70%) | 140.0 (+40.0) | 110.0 ± 2.0 (+10.0) | 75 ± 5% |" in table
     reduced = {"metrics": metrics, "options": {"blocks": 2, "names": ["rattle"], "cost": {"config": 1.0, "rattle": 1.02}}}
     assert "| + rattle | 104.0 | 90% | 1.02x |" in options_table(reduced)
+
+
+def test_the_leaderboard_view_gives_efwt_energy_and_cosine_per_model():
+    from fairchem_prune.demo.report import leaderboard_table
+
+    def entry(efwt, energy, cosine):
+        return {"xtb": {"energy_forces_within_threshold": efwt, "energy_mae": energy, "forces_cosine_similarity": cosine}}
+
+    metrics = {"teacher": entry(0.5, 0.010, 0.9), "br_2b": {"xtb": {"energy_mae": 0.05}}, "kd_2b": entry(0.25, 0.020, 0.8),
+               "kd_2b_s1": entry(0.35, 0.030, 0.7)}
+    lines = leaderboard_table(3, [2], metrics, seeds=2).splitlines()
+    assert lines[0] == "| model | xtb EFwT (%) | xtb energy MAE (meV) | xtb force cos |"
+    assert lines[2:] == ["| teacher (3 blocks) | 50.0 | 10.0 | 0.900 |",
+                         "| BR 2 | - | 50.0 | - |",  # scored before EFwT was: not a number
+                         "| BR+KD 2 | 30.0 ± 5.0 | 25.0 ± 5.0 | 0.750 ± 0.050 |"]
 
 
 def test_the_shipped_teacher_is_the_default_demos():

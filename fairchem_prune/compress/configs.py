@@ -23,6 +23,9 @@ from fairchem_prune.resources import config_path
 
 #: sections a task config must give
 TASK_SECTIONS = ("outputs", "loss_functions", "evaluation_metrics")
+#: the S2EF leaderboard's ranking metric (fairchem's Evaluator): the share of structures with energy within
+#: 0.02 eV and every force within 0.03 eV/Å; validated beside the task's own metrics where it applies
+LEADERBOARD_METRIC = "energy_forces_within_threshold"
 
 
 def _load(path: Path, what: str) -> dict:
@@ -43,6 +46,16 @@ def _merge(base: dict, update: dict) -> dict:
     from fairchem.core.common.utils import merge_dicts
 
     return merge_dicts(base, update)[0]
+
+
+def _add_leaderboard_metric(config: dict) -> None:
+    """Validate :data:`LEADERBOARD_METRIC` too when the task scores energy and forces, the forces on the
+    free atoms (as the leaderboard does; fairchem counts only free atoms per structure for it)."""
+    metrics = config["evaluation_metrics"].get("metrics") or {}
+    forces = config["outputs"].get("forces") or {}
+    if "energy" in metrics and "forces" in metrics and forces.get("eval_on_free_atoms") \
+            and LEADERBOARD_METRIC not in metrics["forces"]:
+        metrics["forces"] = [*metrics["forces"], LEADERBOARD_METRIC]
 
 
 def finetune_base(architecture: Architecture, hydra: bool, tasks: list[Path], train: Path, val: Path) -> dict:
@@ -73,6 +86,7 @@ def finetune_base(architecture: Architecture, hydra: bool, tasks: list[Path], tr
     dataset = config.get("dataset", {})
     if not isinstance(dataset.get("train"), dict):
         raise PruneError(f"task config {tasks[-1]} has no dataset.train section (its format and transforms)")
+    _add_leaderboard_metric(config)
     dataset.pop("test", None)
     dataset["train"]["src"] = str(train.resolve())
     dataset["val"] = {**dataset.get("val", {"format": dataset["train"].get("format", "lmdb")}), "src": str(val.resolve())}
@@ -108,7 +122,7 @@ def write_config(config: dict, path: Path, header: str, started: bool = False) -
     if path.exists() and path.read_text() == text:
         return
     if path.exists() and started:
-        raise PruneError(f"{path} holds the config its run was started with, and the task files now give another; "
-                         "restore them or use another --out")
+        raise PruneError(f"{path} holds the config its run was started with, and the task files (or an update of "
+                         "fairchem-prune) now give another; restore them or use another --out")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -33,7 +33,7 @@ from fairchem_prune.blocks import kept_for_counts
 from fairchem_prune.compress import report
 from fairchem_prune.compress.budget import PICKS, parse_budget
 from fairchem_prune.compress.workdir import block_counts, check_settings
-from fairchem_prune.compress.configs import finetune_base, run_config, write_config
+from fairchem_prune.compress.configs import LEADERBOARD_METRIC, finetune_base, run_config, write_config
 from fairchem_prune.errors import PruneError, require_device
 from fairchem_prune.fairchem_runs import FairchemRun, train_all
 from fairchem_prune.files import json_stage
@@ -174,7 +174,8 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     models += [{"name": c.name, "blocks": c.blocks, "kept": c.kept, "distilled": c.distilled, "run": c.run} for c in candidates]
     for model in models:
         run = model.pop("run")
-        model.update(error=best_error(run, metric), checkpoint=str(run.best_checkpoint))
+        scores = best_metrics(run)
+        model.update(error=scores[metric], efwt=scores.get(LEADERBOARD_METRIC), checkpoint=str(run.best_checkpoint))
     rows = report.candidate_rows(models, _cost(bench))
     result = {"settings": asdict(settings), "architecture": architecture.name, "metric": metric, "budget": budget,
               "limit": rule.limit(rows[0]["error"]), "reference": rows[0], "candidates": rows[1:], "pick": None, "final": None,
@@ -194,18 +195,18 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     target = out / f"compressed_{winner.name}.pt"
     _export(final.best_checkpoint, target)
     result["final"] = {"run": name, "epochs": epochs, "length": f"{epochs:g} epochs", "checkpoint": str(target),
-                       "error": best_error(final, metric)}
+                       "error": best_metrics(final)[metric]}
     report.write_outputs(out, result)
     _say(f"done: {target} ({metric} {result['final']['error']:.4g}); {out / 'report.md'}")
     return result
 
 
-def best_error(run: FairchemRun, metric: str) -> float:
-    """The validation ``metric`` that fairchem stored with the run's best checkpoint."""
+def best_metrics(run: FairchemRun) -> dict[str, float]:
+    """The validation metrics (name -> value) that fairchem stored with the run's best checkpoint."""
     import torch
 
     checkpoint = torch.load(run.best_checkpoint, map_location="cpu", weights_only=False)
-    return float(checkpoint["val_metrics"][metric]["metric"])
+    return {name: float(value["metric"]) for name, value in checkpoint["val_metrics"].items()}
 
 
 def _cost(bench: dict) -> dict[int, dict]:

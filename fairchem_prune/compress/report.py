@@ -11,7 +11,8 @@ from fairchem_prune.files import atomic_path
 
 def candidate_rows(models: list[dict], cost: dict[int, dict]) -> list[dict]:
     """One row per model, the reference first. ``models``: ``name, blocks, kept, distilled, error`` (its
-    validation metric, fairchem's units) and ``checkpoint``; ``cost``: block count -> the benchmark's
+    validation metric, fairchem's units), ``efwt`` (its validation EFwT, a fraction; None where the
+    task does not score it) and ``checkpoint``; ``cost``: block count -> the benchmark's
     ``samples_per_s, speedup`` (measured against the full model), ``flop_bound, params,
     gflops_per_sample, peak_memory_mb`` and ``flags`` (implausible measurements). Adds ``excess``
     (relative to the reference)."""
@@ -47,16 +48,21 @@ def pick_notes(result: dict, chosen: dict, by: str) -> list[str]:
 
 
 def table(result: dict) -> str:
-    """Markdown table of every model, the pick in bold, flagged throughputs marked ``!``."""
+    """Markdown table of every model, the pick in bold, flagged throughputs marked ``!``; the validation
+    EFwT (the S2EF leaderboard's ranking metric) where the task scores it."""
     from fairchem_prune.bench_harness import FLAG_MARK
 
     metric, limit = result["metric"], result["limit"]
-    lines = [f"| model | blocks kept | val {metric} | vs full | within | samples/s | speed-up (bound) | params | peak MB |",
-             "|---|---|---:|---:|:---:|---:|---:|---:|---:|"]
-    for row in [result["reference"], *result["candidates"]]:
+    rows = [result["reference"], *result["candidates"]]
+    efwt = any(row.get("efwt") is not None for row in rows)
+    lines = [f"| model | blocks kept | val {metric} | vs full | within |{' val EFwT (%) |' if efwt else ''} "
+             "samples/s | speed-up (bound) | params | peak MB |",
+             "|---|---|---:|---:|:---:|" + ("---:|" if efwt else "") + "---:|---:|---:|---:|"]
+    for row in rows:
         name = f"**{row['name']}**" if row["name"] == result["pick"] else row["name"]
         within = "ref" if row is result["reference"] else ("yes" if row["error"] <= limit else "no")
-        lines.append(f"| {name} | {row['kept']} | {row['error']:.4g} | {100 * row['excess']:+.1f}% | {within} | "
+        leaderboard = (" - |" if row.get("efwt") is None else f" {100 * row['efwt']:.1f} |") if efwt else ""
+        lines.append(f"| {name} | {row['kept']} | {row['error']:.4g} | {100 * row['excess']:+.1f}% | {within} |{leaderboard} "
                      f"{row['samples_per_s']:.3g}{FLAG_MARK if row.get('flags') else ''} | "
                      f"{row['speedup']:.2f}x ({row['flop_bound']:.2f}x) | "
                      f"{row['params']:,} | {row['peak_memory_mb']:.1f} |")
@@ -114,7 +120,10 @@ def write_outputs(out: Path, result: dict) -> None:
         f"{result['metric']} is shown. Blocks kept by {'GradCAM relevance (relevance.png)' if settings['order'] == 'relevance' else 'position (the first k)'}.",
         f"- Budget: {result['budget']} of the full model's {result['reference']['error']:.4g}, i.e. at most {result['limit']:.4g}.",
         f"- Throughput and peak memory: the benchmark on {result['benchmark_on']} (benchmark.json); "
-        "speed-up measured against the full model, FLOP bound in parentheses.", "",
+        "speed-up measured against the full model, FLOP bound in parentheses.",
+        *(["- val EFwT: the S2EF leaderboard's ranking metric on the same validation (fairchem's Evaluator): the "
+           "share of structures with energy within 0.02 eV and every free atom's force within 0.03 eV/Å."]
+          if any(row.get("efwt") is not None for row in [result["reference"], *result["candidates"]]) else []), "",
         "![pareto](pareto.png)", "", table(result), "",
     ]
     flagged = [row for row in [result["reference"], *result["candidates"]] if row.get("flags")]

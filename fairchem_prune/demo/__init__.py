@@ -12,7 +12,7 @@ interrupted training runs resume from fairchem's own ``checkpoint.pt``):
                   -> ``teacher.pt``, ``teacher.json``
 3. ``relevance``  GradCAM block relevance per source -> ``relevance.json``, ``relevance.png``
 4. ``reduction``  BR to b-1 .. b-4 blocks, BR+KD (``trainer: distill``) -> ``reduction/``,
-                  ``reduction.json`` (force / energy error per source: Table 1)
+                  ``reduction.json`` (force / energy error and EFwT per source: Table 1 and its leaderboard view)
 5. ``finetune``   BR, BR/RandomMLP, BR+KD and scratch models fine-tuned on ethanol for the same number
                   of epochs -> ``finetune/``, ``finetune.json``, ``finetune.png`` (Fig. 3),
                   ``finetune_curves.png`` (Fig. 4)
@@ -169,6 +169,8 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
     reduced = _stage(out, "reduction", force, reduce)
     table1 = report.reduction_table(record["blocks"], counts, reduced["metrics"], reduced["params"], reduced["seeds"])
     print("\nTable 1 analogue: validation force MAE (meV/Å) per pre-training source, gap to the teacher:\n" + table1)
+    table_lb = report.leaderboard_table(record["blocks"], counts, reduced["metrics"], reduced["seeds"])
+    print("\nThe same models in the S2EF leaderboard's terms:\n" + table_lb)
     table_options = report.options_table(reduced) if "options" in reduced else None
     if table_options:
         print(f"\nDistillation options at {reduced['options']['blocks']} blocks:\n" + table_options)
@@ -204,7 +206,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
     _say("8/8 report")
     checks = report.findings(relevance, counts, reduced["metrics"], tuned["rows"], reduced["seeds"])
     report.write_report(out / "report.md", _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench,
-                                                     checks, tuned, reduced, table_options, table_md))
+                                                     checks, tuned, reduced, table_options, table_md, table_lb))
     print("\nFindings:\n" + "\n".join(f"- {line}" for line in checks))
     _say(f"done: {out / 'report.md'}")
     return {"reduction": reduced, "finetune": tuned, "benchmark": bench, "findings": checks}
@@ -267,7 +269,7 @@ def _md_check(out: Path, rows: list[dict], teacher_blocks: int, blocks: list[int
 
 
 def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench, checks, tuned, reduced,
-              table_options, table_md) -> list[tuple[str, str]]:
+              table_options, table_md, table_lb) -> list[tuple[str, str]]:
     from fairchem_prune.architectures import by_name
     from fairchem_prune.demo import report
 
@@ -300,6 +302,10 @@ def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench,
          + ", no training. BR+KD: after distillation"
          + (f", mean ± standard deviation over {reduced['seeds']} seeds" if reduced["seeds"] > 1 else "")
          + "; closed: the share of the BR gap that distillation closes, (BR - BR+KD) / (BR - teacher).\n\n" + table1
+         + "\n\nThe same models as the OC20 S2EF leaderboard scores them (fairchem's Evaluator on each validation "
+         "split, forces of the free atoms): EFwT, the leaderboard's ranking metric, is the share of structures whose "
+         "energy is within 0.02 eV and every force within 0.03 eV/Å; `fairchem-prune evaluate` gives the full table "
+         "(docs/evaluate.md).\n\n" + table_lb
          + (f"\n\nDistillation options beyond the paper at {reduced['options']['blocks']} blocks, the same "
             f"budget ({settings.kd_samples} structures), seed 0; cost per step relative to the plain objective, "
             "measured side by side (tools/distill_cost.py):\n\n" + table_options if table_options else "")),

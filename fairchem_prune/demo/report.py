@@ -89,6 +89,32 @@ def reduction_table(teacher_blocks: int, counts: list[int], metrics: dict, param
     return "\n".join(lines)
 
 
+def leaderboard_table(teacher_blocks: int, counts: list[int], metrics: dict, seeds: int = 1) -> str:
+    """Table 1's models in the S2EF leaderboard's terms, per source: EFwT (%, the share of structures
+    with energy within 0.02 eV and every force within 0.03 eV/Å), energy MAE (meV) and force cosine;
+    BR+KD as mean ± standard deviation over ``seeds``. "-": a result from before EFwT was scored."""
+    from fairchem_prune.demo.reduction import run_name
+
+    sources = list(metrics["teacher"])
+    columns = (("energy_forces_within_threshold", 100, 1), ("energy_mae", 1000, 1), ("forces_cosine_similarity", 1, 3))
+
+    def cells(names: list[str]) -> list[str]:
+        out = []
+        for s in sources:
+            for key, scale, digits in columns:
+                values = [metrics[name][s].get(key) for name in names]
+                out.append("-" if None in values else _spread(values, scale, digits))
+        return out
+
+    lines = ["| model | " + " | ".join(f"{s} EFwT (%) | {s} energy MAE (meV) | {s} force cos" for s in sources) + " |",
+             "|---|" + "---:|---:|---:|" * len(sources)]
+    rows = [(f"teacher ({teacher_blocks} blocks)", ["teacher"])]
+    for k in counts:
+        rows += [(f"BR {k}", [f"br_{k}b"]), (f"BR+KD {k}", [run_name(k, seed) for seed in range(seeds)])]
+    lines += [f"| {label} | " + " | ".join(cells(names)) + " |" for label, names in rows]
+    return "\n".join(lines)
+
+
 def options_table(reduced: dict) -> str:
     """The distillation options at one block count: force MAE and gap closed per source, cost per step."""
     from fairchem_prune.demo.reduction import run_name

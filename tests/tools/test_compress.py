@@ -4,6 +4,7 @@ fairchem's own validation numbers, the final checkpoint loads in OCPCalculator, 
 finished run, and bad inputs are one line with exit status 2."""
 
 import contextlib
+import copy
 import io
 import json
 import subprocess
@@ -79,11 +80,13 @@ def test_pick_is_the_rule_applied_to_the_recorded_errors(done):
     for row in [result["reference"], *result["candidates"]]:  # fairchem's validation numbers, not re-derived ones
         saved = torch.load(row["checkpoint"], map_location="cpu", weights_only=False)["val_metrics"]
         assert row["error"] == pytest.approx(saved["forces_mae"]["metric"], rel=1e-9)
+        assert row["efwt"] == saved["energy_forces_within_threshold"]["metric"]  # validated beside the task's metrics
         assert len(row["kept"]) == row["blocks"] and row["samples_per_s"] > 0 and row["params"] > 0
     assert result["pick"] == independent_pick(result, 1.0)
     assert len({c["error"] for c in result["candidates"]}) == 4  # four different models were trained
     report = (out / "report.md").read_text()
     assert f"**{result['pick']}**" in report and "![pareto](pareto.png)" in report
+    assert "| val EFwT (%) |" in report and "the S2EF leaderboard's ranking metric" in report
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG" and (out / "relevance.png").stat().st_size > 5000
 
 
@@ -325,3 +328,18 @@ def test_run_configs_scale_the_recipe_schedule_to_the_epochs(tmp_path, emt_lmdb)
     assert optim["eval_every"] == 3 and optim["layerwise_lr"]["blocks"] == [0.55, 0.40, 0.30, 0.40, 0.55, 0.625, 0.625, 0.625]
     assert config["model"]["name"] == "gemnet_oc_reduced" and config["model"]["kept_blocks"] == list(range(8))
     assert "test" not in config["dataset"] and base["optim"]["max_epochs"] == 500  # the recipe's own, for the final run
+
+
+def test_the_runs_validate_efwt_where_the_task_scores_energy_and_free_atom_forces(tmp_path, emt_lmdb):
+    from fairchem_prune.architectures import by_name
+    from fairchem_prune.compress.configs import finetune_base
+
+    def metrics(**outputs_changes):
+        outputs = copy.deepcopy(S2EF_TASK["outputs"])
+        outputs["forces"].update(outputs_changes)
+        task = write_task(tmp_path / "task.yml", outputs=outputs)
+        return finetune_base(by_name("gemnet_oc"), False, [task], emt_lmdb["train"], emt_lmdb["val"])["evaluation_metrics"]
+
+    assert metrics()["metrics"] == {"energy": ["mae"], "forces": ["mae", "energy_forces_within_threshold"]}
+    assert metrics()["primary_metric"] == "forces_mae"  # the task's pick metric stays
+    assert metrics(eval_on_free_atoms=False)["metrics"]["forces"] == ["mae"]  # fairchem would count only free atoms
