@@ -9,8 +9,6 @@ checkout here)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -18,37 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import BIN, TEMPLATE, UMA_TINY, cli, emt_structures
-
-@pytest.fixture(scope="module")
-def sliced(tmp_path_factory) -> Path:
-    """uma_tiny.pt (6 blocks) sliced to blocks 0, 1, 3, 5."""
-    from fairchem_prune.fairchem2.slicing import slice_inference_checkpoint
-
-    path = tmp_path_factory.mktemp("sliced") / "uma_4b.pt"
-    slice_inference_checkpoint(UMA_TINY, path, kept_blocks=[0, 1, 3, 5])
-    return path
-
-
-def predictions(checkpoint: Path, structures) -> tuple[np.ndarray, np.ndarray, int]:
-    """Energies (eV), forces (eV/A) of ``structures`` by ``load_predict_unit`` (task omat), number of blocks."""
-    from fairchem.core import FAIRChemCalculator
-    from fairchem.core.units.mlip_unit import load_predict_unit
-
-    unit = load_predict_unit(str(checkpoint), inference_settings="batch", device="cpu")
-    energies, forces = [], []
-    for atoms in structures:
-        atoms = atoms.copy()
-        atoms.calc = FAIRChemCalculator(unit, task_name="omat")
-        energies.append(atoms.get_potential_energy())
-        forces.append(atoms.get_forces())
-    return np.array(energies), np.concatenate(forces), len(getattr(unit.model, "module", unit.model).backbone.blocks)
-
-
-def fairchem(config: Path, log: Path, cwd: Path) -> subprocess.CompletedProcess:
-    with log.open("w") as handle:
-        return subprocess.run([str(BIN / "fairchem"), "-c", str(config)], stdout=handle, stderr=subprocess.STDOUT,
-                              cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"})
+from conftest import TEMPLATE, UMA_TINY, cli, emt_structures, fairchem, predictions
 
 
 def test_finetune_config_runs_with_fairchem(ft, sliced, tmp_path):

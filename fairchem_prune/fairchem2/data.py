@@ -86,3 +86,19 @@ def labels(atoms: Atoms) -> dict[str, np.ndarray | float | None]:
     """The energy, forces and stress a structure carries (``atoms.calc`` results, or ``atoms.info``)."""
     results = dict(getattr(atoms.calc, "results", {}) or {})
     return {name: atoms.info.get(name, results.get(name)) for name in LABELS}
+
+
+def put_task_labels(data, tasks) -> None:
+    """Give one structure (an ``AtomicData``) its label of each task's property under the task's name
+    (the name's own label first), shaped as the task's ``out_spec`` says (per atom for an atom-level
+    task; stress ``(1, 9)``); a missing label inf, fairchem's "no label", which ``compute_loss`` and
+    the metrics mask out."""
+    import torch
+
+    for task in tasks:
+        shape = [int(data.natoms), *task.out_spec.dim] if task.level == "atom" else list(task.out_spec.dim)
+        name = task.name if task.name in data else task.property
+        if name in data:
+            data[task.name] = data[name].reshape(shape)
+        else:
+            data[task.name] = torch.full(shape, torch.inf, dtype=getattr(torch, str(task.out_spec.dtype)))

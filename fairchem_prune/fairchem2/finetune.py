@@ -135,9 +135,11 @@ def write_finetune_config(template: str | Path, checkpoint: str | Path, output: 
                           lr: float | None = None, device: str | None = None, run_dir: str | Path | None = None,
                           run_id: str | None = None, layer_decay: float | None = None,
                           evaluate_every_n_steps: int | None = None, ema_decay: float | None = None,
-                          force: bool = False) -> RunPaths:
+                          distill=None, force: bool = False) -> RunPaths:
     """Write to ``output`` the fine-tuning config of ``checkpoint`` (a fairchem 2 inference checkpoint)
-    made from ``template``; return where its run will be. Nothing is written on a PruneError."""
+    made from ``template``; return where its run will be. With ``distill`` (a
+    :class:`~fairchem_prune.fairchem2.distill.DistillSettings`), the config distils ``checkpoint`` from
+    its teacher instead. Nothing is written on a PruneError."""
     from fairchem_prune.fairchem2.checkpoints import read_inference_checkpoint
 
     template, checkpoint, output = Path(template), Path(checkpoint), Path(output)
@@ -201,10 +203,13 @@ def write_finetune_config(template: str | Path, checkpoint: str | Path, output: 
         callbacks.append({"_target_": METRICS_CALLBACK})
     if data and output.parent.resolve() != template.parent.resolve():
         config.setdefault("hydra", {}).setdefault("searchpath", []).append(f"file://{template.parent.resolve()}")
+    what, command = "fine-tuning", "finetune-config"
+    if distill is not None:
+        what, command = distill.apply(config), "distill-config"
 
-    header = (f"# fairchem 2 fine-tuning of {checkpoint.resolve()}\n"
-              f"# written by fairchem-prune finetune-config from {template.resolve()}\n"
-              f"# run: fairchem -c {output}   (fine-tuned model: {RunPaths(run_dir, run_id).final_checkpoint})\n")
+    header = (f"# fairchem 2 {what} of {checkpoint.resolve()}\n"
+              f"# written by fairchem-prune {command} from {template.resolve()}\n"
+              f"# run: fairchem -c {output}   (trained model: {RunPaths(run_dir, run_id).final_checkpoint})\n")
     with atomic_path(output) as tmp:
         tmp.write_text(header + yaml.safe_dump(config, sort_keys=False))
         check_config(tmp)

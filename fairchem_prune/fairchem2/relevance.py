@@ -83,18 +83,14 @@ def task_losses(checkpoint, task: str, summed: bool = True) -> list:
 
 def atomic_data(atoms, task: str, tasks: Sequence) -> object:
     """One structure as fairchem 2's training data: ``AtomicData.from_ase`` (charge and spin from
-    ``atoms.info``), labels under the task names (stress as ``(1, 9)``, as fairchem's
-    ``stress_reshape_transform`` leaves it; a missing label NaN, which ``compute_loss`` masks out) and
-    ``dataset_name``."""
+    ``atoms.info``), labels under the task names (:func:`~fairchem_prune.fairchem2.data.put_task_labels`;
+    a missing one inf, which ``compute_loss`` masks out) and ``dataset_name``."""
     from fairchem.core.datasets.atomic_data import AtomicData
 
+    from fairchem_prune.fairchem2.data import put_task_labels
+
     data = AtomicData.from_ase(atoms, task_name=task, r_data_keys=["spin", "charge"])
-    for t in tasks:
-        value = data[t.property] if t.property in data else None
-        shape = {"energy": (1,), "forces": (len(atoms), 3), "stress": (1, 9)}.get(t.property)
-        if value is None:
-            value = torch.full(shape, float("nan"))
-        data[t.name] = value.reshape(shape) if shape else value
+    put_task_labels(data, tasks)
     data.dataset_name = task
     return data
 

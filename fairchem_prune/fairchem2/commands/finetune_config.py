@@ -32,15 +32,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "folder beside it)")
     parser.add_argument("--checkpoint", required=True,
                         help="fairchem 2 inference checkpoint to fine-tune (e.g. from fairchem-prune slice)")
-    parser.add_argument("--output", required=True, help="fine-tuning config to write (.yaml)")
+    parser.add_argument("--layer-decay", type=float, metavar="F",
+                        help="layer-wise learning rates: lr x F^(b-1-i) in block i of b, x F^b before the first "
+                             "block (embeddings, MoLE routing), x 1 for the final norm and heads (e.g. 0.8)")
+    add_run_arguments(parser)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a training run's config (fine-tuning or distillation)."""
+    parser.add_argument("--output", required=True, help="config to write (.yaml)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, help="train this many epochs (the template's default: 1)")
     length.add_argument("--steps", type=int, help="train this many optimizer steps instead of epochs")
     parser.add_argument("--batch-size", type=int, help="systems per batch (train and validation)")
     parser.add_argument("--lr", type=float, help="peak learning rate of the cosine schedule (template: 4e-4)")
-    parser.add_argument("--layer-decay", type=float, metavar="F",
-                        help="layer-wise learning rates: lr x F^(b-1-i) in block i of b, x F^b before the first "
-                             "block (embeddings, MoLE routing), x 1 for the final norm and heads (e.g. 0.8)")
     parser.add_argument("--ema-decay", type=float,
                         help="decay of the weight average that validation and inference_ckpt.pt use (fairchem: "
                              "0.999; short runs want less, e.g. 0.9)")
@@ -53,6 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    write(args, args.checkpoint, "fine-tunes", layer_decay=args.layer_decay)
+
+
+def write(args: argparse.Namespace, checkpoint: str, what: str, **settings) -> None:
+    """Write the config of ``args`` (:func:`add_run_arguments`) for ``checkpoint``, and say how to run it."""
     import warnings
 
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # torchtnt's import, not the user's
@@ -61,15 +71,14 @@ def run(args: argparse.Namespace) -> None:
     from fairchem_prune.fairchem2.finetune import data_sources, write_finetune_config
 
     paths = write_finetune_config(
-        args.template, args.checkpoint, args.output, epochs=args.epochs, steps=args.steps,
+        args.template, checkpoint, args.output, epochs=args.epochs, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, device=args.device, run_dir=args.run_dir, run_id=args.run_id,
-        layer_decay=args.layer_decay, ema_decay=args.ema_decay, evaluate_every_n_steps=args.evaluate_every,
-        force=args.force,
+        ema_decay=args.ema_decay, evaluate_every_n_steps=args.evaluate_every, force=args.force, **settings,
     )
-    print(f"wrote {args.output} (fine-tunes {Path(args.checkpoint).resolve()})")
-    print(f"run:              fairchem -c {args.output}")
-    print(f"fine-tuned model: {paths.final_checkpoint}")
-    print(f"metrics:          {paths.metrics}")
+    print(f"wrote {args.output} ({what} {Path(checkpoint).resolve()})")
+    print(f"run:           fairchem -c {args.output}")
+    print(f"trained model: {paths.final_checkpoint}")
+    print(f"metrics:       {paths.metrics}")
     missing = [src for src in data_sources(args.template) if not Path(src).exists()]
     if missing:
         print(f"note: the data YAML's {', '.join(missing)} do not exist from this folder; run fairchem -c where "

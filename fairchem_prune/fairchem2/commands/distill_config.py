@@ -1,0 +1,58 @@
+"""``fairchem-prune distill-config`` beside fairchem-core 2.x."""
+
+from __future__ import annotations
+
+import argparse
+
+from fairchem_prune.fairchem2.commands.finetune_config import add_run_arguments, write
+
+DESCRIPTION = ("write a fairchem 2 config (for `fairchem -c`) that distils a sliced inference checkpoint from its "
+               "full teacher on pre-training structures: teacher energies, forces and stress as targets, plus "
+               "node-to-node L1 on the final node embeddings")
+
+EPILOG = """\
+example:
+  python fairchem/src/fairchem/core/scripts/create_uma_finetune_dataset.py --train-dir pretrain_train \\
+      --val-dir pretrain_val --uma-task omat --regression-tasks ef --base-model uma-s-1p1 --output-dir kd
+  fairchem-prune slice --checkpoint uma-s-1p1.pt --num-blocks-kept 6 --output uma_6b.pt
+  fairchem-prune distill-config --template kd/uma_sm_finetune_template.yaml --student uma_6b.pt \\
+      --teacher uma-s-1p1.pt --output kd/uma_6b_distill.yaml --device cpu --steps 2000
+  fairchem -c kd/uma_6b_distill.yaml
+
+The template gives the data (its data/ YAML: the structures' dataset name, e.g. omat, must be one of the
+teacher's), the batching, the schedule and the callbacks; the tasks are the teacher's own (its
+normalisers and element references, with which the student's heads were trained), so the structures
+need no labels. Every step fits the student to the teacher's predictions with fairchem's own task
+losses and adds --n2n-weight x the node-to-node L1; validation scores the student against the teacher.
+The student keeps its own heads. The run is <run dir>/<run id>/ as for finetune-config: the distilled
+student is checkpoints/final/inference_ckpt.pt (a plain inference checkpoint: load_predict_unit,
+FAIRChemCalculator, finetune-config), and fairchem -c on the same config again resumes."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--template", required=True,
+                        help="uma_sm_finetune_template.yaml written by create_uma_finetune_dataset.py for the "
+                             "distillation structures (its data/ folder beside it)")
+    parser.add_argument("--student", required=True,
+                        help="fairchem 2 inference checkpoint to distil (e.g. from fairchem-prune slice)")
+    parser.add_argument("--teacher", required=True,
+                        help="the full model's fairchem 2 inference checkpoint (frozen; its EMA weights)")
+    parser.add_argument("--n2n-weight", type=float, default=1.0,
+                        help="coefficient of the node-to-node L1 term (default 1; 0: the teacher's targets only)")
+    parser.add_argument("--node-irreps", choices=("scalars", "all"), default="scalars",
+                        help="node embedding rows matched: scalars (l = 0, what the energy heads read; default) "
+                             "or all (every l)")
+    add_run_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from fairchem_prune.fairchem2.checkpoints import resolve_path
+    from fairchem_prune.fairchem2.distill import DistillSettings
+
+    teacher = resolve_path(args.teacher)
+    write(args, args.student, f"distils, from {Path(teacher).resolve()},",
+          distill=DistillSettings(teacher=teacher, n2n_weight=args.n2n_weight, node_irreps=args.node_irreps))
