@@ -120,11 +120,13 @@ def test_distillation_runs_with_fairchem_and_brings_the_student_closer(ft, slice
 
     output = ft / "uma_4b_distill.yaml"
     result = cli("distill-config", "--template", ft / TEMPLATE, "--student", sliced, "--teacher", UMA_TINY,
-                 "--output", output, "--device", "cpu", "--steps", 12, "--batch-size", 4, "--lr", 2e-3,
+                 "--output", output, "--device", "cpu", "--samples", 48, "--batch-size", 4, "--lr", 2e-3,
                  "--ema-decay", 0.5, "--run-dir", tmp_path / "runs", cwd=tmp_path)
     final = tmp_path / "runs" / "uma_4b_distill" / "checkpoints" / "final" / "inference_ckpt.pt"
     assert str(final) in result.stdout
-    unit = yaml.safe_load(output.read_text())["runner"]["train_eval_unit"]
+    config = yaml.safe_load(output.read_text())
+    assert (config["steps"], config["epochs"]) == (12, None)  # 48 structures in batches of 4
+    unit = config["runner"]["train_eval_unit"]
     assert unit["_target_"].endswith("DistillTrainEvalUnit") and unit["teacher_checkpoint"] == str(UMA_TINY.resolve())
     assert unit["model"]["checkpoint_location"] == str(sliced.resolve()) and "heads" not in unit["model"]
 
@@ -145,6 +147,39 @@ def test_distillation_runs_with_fairchem_and_brings_the_student_closer(ft, slice
     print("student-teacher gap, sliced -> distilled:", gaps)
     # measured: energy 1.51 -> 0.20 eV, forces 24.1 -> 22.5 meV/A after 12 steps (energy weighs most in the loss)
     assert gaps["energy"][1] < 0.3 * gaps["energy"][0] and gaps["forces"][1] < 0.97 * gaps["forces"][0], gaps
+
+
+def test_the_budget_and_the_source_balancing_are_fairchems_own_settings(ft, sliced, tmp_path):
+    """--samples N: N / batch size steps; --sampling: the template's combined_dataset_config as fairchem's
+    create_concat_dataset reads it (the 1.x trainer's proportional / uniform / temperature)."""
+    from fairchem.core._cli import get_hydra_config_from_yaml
+
+    from fairchem_prune.errors import PruneError
+    from fairchem_prune.fairchem2.distill import DistillSettings
+    from fairchem_prune.fairchem2.finetune import write_finetune_config
+
+    def composed(**settings):
+        output = tmp_path / "kd.yaml"
+        write_finetune_config(ft / TEMPLATE, sliced, output, batch_size=3, force=True,
+                              distill=DistillSettings(teacher=UMA_TINY, **settings))
+        return get_hydra_config_from_yaml(str(output), [])
+
+    def sampling(config):
+        return config.runner.train_dataloader.dataset.combined_dataset_config.sampling
+
+    config = composed(samples=10)
+    assert config.runner.max_steps == 4 and config.runner.max_epochs is None  # ceil(10 / 3)
+    assert config.runner.train_eval_unit.cosine_lr_scheduler_fn.steps == 4
+    assert sampling(config) == {"type": "temperature", "temperature": 1.0}  # the template's
+    expected = {"proportional": {"type": "temperature", "temperature": 1.0}, "uniform": {"type": "balanced"},
+                "temperature": {"type": "temperature", "temperature": 3.0}}
+    for name, value in expected.items():
+        assert sampling(composed(sampling=name, temperature=3.0)) == value
+    for settings, message in (({"samples": 0}, "--samples must be at least 1"),
+                              ({"sampling": "temperature", "temperature": 0.5}, "--temperature must be at least 1"),
+                              ({"node_irreps": "vectors"}, "must be one of scalars, all")):
+        with pytest.raises(PruneError, match=message):
+            composed(**settings)
 
 
 def test_distill_config_bad_input(ft, sliced, tmp_path):

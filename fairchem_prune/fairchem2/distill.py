@@ -41,6 +41,10 @@ NODE_IRREPS = ("scalars", "all")
 DISTILL_UNIT = "fairchem_prune.fairchem2.distill.DistillTrainEvalUnit"
 STUDENT_MODEL = "fairchem_prune.fairchem2.distill.student_model"
 COLLATER = "fairchem_prune.fairchem2.distill.TaskLabels"
+#: the 1.x trainer's source balancing as fairchem 2's ``combined_dataset_config.sampling`` (each dataset
+#: drawn in proportion to its size, equally, or to size^(1/T))
+SAMPLING = {"proportional": {"type": "temperature", "temperature": 1.0}, "uniform": {"type": "balanced"},
+            "temperature": {"type": "temperature"}}
 
 
 def check_settings(n2n_weight: float, node_irreps: str) -> None:
@@ -216,6 +220,11 @@ class DistillSettings:
     teacher: Path
     n2n_weight: float = 1.0
     node_irreps: str = "scalars"
+    #: the budget in structures (steps = samples / batch size); None: the config's epochs or steps
+    samples: int | None = None
+    #: how the template's datasets are drawn (None: as the template says; see :data:`SAMPLING`)
+    sampling: str | None = None
+    temperature: float = 2.0
 
     def apply(self, config: dict) -> str:
         """Make the fine-tuning ``config`` (:func:`~fairchem_prune.fairchem2.finetune.write_finetune_config`'s,
@@ -229,6 +238,7 @@ class DistillSettings:
         from fairchem_prune.fairchem2.finetune import FAIRCHEM_FINETUNING_MODEL
 
         check_settings(self.n2n_weight, self.node_irreps)
+        self._apply_budget(config)
         teacher = read_inference_checkpoint(self.teacher)
         unit = config["runner"]["train_eval_unit"]
         student_path = unit["model"]["checkpoint_location"]
@@ -252,3 +262,28 @@ class DistillSettings:
                                  "create_uma_finetune_dataset.py")
             collate.update({"_target_": COLLATER, "tasks": "${distill_tasks}"})
         return f"distillation (teacher {Path(self.teacher).resolve()})"
+
+    def _apply_budget(self, config: dict) -> None:
+        """``--samples`` as the run's steps, ``--sampling`` as the template's ``combined_dataset_config``."""
+        import math
+
+        from fairchem_prune.fairchem2.finetune import config_value, set_length
+
+        if self.sampling is not None:
+            if self.sampling not in SAMPLING:
+                raise PruneError(f"--sampling must be one of {', '.join(SAMPLING)}, got {self.sampling!r}")
+            if self.temperature < 1:
+                raise PruneError(f"--temperature must be at least 1 (1: proportional), got {self.temperature}")
+            combined = config_value(config, "train_dataset.combined_dataset_config")
+            if not isinstance(combined, dict):
+                raise PruneError("the template's train_dataset has no combined_dataset_config (fairchem's "
+                                 "create_concat_dataset), which --sampling sets")
+            combined["sampling"] = {**SAMPLING[self.sampling], **({"temperature": float(self.temperature)}
+                                                                  if self.sampling == "temperature" else {})}
+        if self.samples is not None:
+            if self.samples < 1:
+                raise PruneError(f"--samples must be at least 1, got {self.samples}")
+            batch = config.get("batch_size", config_value(config, "train_dataloader.batch_sampler_fn.batch_size"))
+            if not isinstance(batch, int):
+                raise PruneError(f"the template's batch size is {batch!r}, not a number; give --batch-size")
+            set_length(config, None, math.ceil(self.samples / batch))

@@ -71,7 +71,8 @@ class RunPaths:
         return self.folder / "logs" / METRICS_FILE
 
 
-def _get(config: dict, dotted: str):
+def config_value(config: dict, dotted: str):
+    """The value at the dotted path of a config (None where it has none)."""
     node = config
     for key in dotted.split("."):
         if not isinstance(node, dict) or key not in node:
@@ -80,7 +81,7 @@ def _get(config: dict, dotted: str):
     return node
 
 
-def _set_value(config: dict, variable: str, paths: list[str], value) -> None:
+def set_value(config: dict, variable: str, paths: list[str], value) -> None:
     """Set the template's top-level ``variable`` (fairchem's template interpolates it everywhere) or,
     where the template has no such variable, each of the dotted ``paths`` it holds."""
     if variable in config:
@@ -88,9 +89,16 @@ def _set_value(config: dict, variable: str, paths: list[str], value) -> None:
         return
     for dotted in paths:
         *parents, key = dotted.split(".")
-        node = _get(config, ".".join(parents)) if parents else config
+        node = config_value(config, ".".join(parents)) if parents else config
         if isinstance(node, dict) and key in node:
             node[key] = value
+
+
+def set_length(config: dict, epochs: int | None, steps: int | None) -> None:
+    """The run's length (one of ``epochs`` / ``steps``, the other None) in the runner and the schedule."""
+    schedule = "runner.train_eval_unit.cosine_lr_scheduler_fn"
+    set_value(config, "epochs", ["runner.max_epochs", f"{schedule}.epochs"], epochs)
+    set_value(config, "steps", ["runner.max_steps", f"{schedule}.steps"], steps)
 
 
 def read_template(path: str | Path) -> dict:
@@ -104,7 +112,7 @@ def read_template(path: str | Path) -> dict:
         config = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise PruneError(f"fine-tuning template {path} is not valid YAML ({str(err).splitlines()[0]})") from None
-    model = _get(config, "runner.train_eval_unit.model") if isinstance(config, dict) else None
+    model = config_value(config, "runner.train_eval_unit.model") if isinstance(config, dict) else None
     if not isinstance(model, dict):
         raise PruneError(f"fine-tuning template {path} has no runner.train_eval_unit.model; give the "
                          "uma_sm_finetune_template.yaml that create_uma_finetune_dataset.py wrote")
@@ -176,18 +184,16 @@ def write_finetune_config(template: str | Path, checkpoint: str | Path, output: 
         optimizer["_target_"] = LAYER_DECAY_ADAMW
 
     if epochs is not None or steps is not None:
-        schedule = "runner.train_eval_unit.cosine_lr_scheduler_fn"
-        _set_value(config, "epochs", ["runner.max_epochs", f"{schedule}.epochs"], epochs)
-        _set_value(config, "steps", ["runner.max_steps", f"{schedule}.steps"], steps)
+        set_length(config, epochs, steps)
     if batch_size is not None:
-        _set_value(config, "batch_size", ["train_dataloader.batch_sampler_fn.batch_size",
+        set_value(config, "batch_size", ["train_dataloader.batch_sampler_fn.batch_size",
                                           "eval_dataloader.batch_sampler_fn.batch_size"], batch_size)
     if lr is not None:
-        _set_value(config, "lr", ["runner.train_eval_unit.optimizer_fn.lr"], lr)
+        set_value(config, "lr", ["runner.train_eval_unit.optimizer_fn.lr"], lr)
     if ema_decay is not None:
         unit["ema_decay"] = ema_decay
     if evaluate_every_n_steps is not None:
-        _set_value(config, "evaluate_every_n_steps", ["runner.evaluate_every_n_steps"], evaluate_every_n_steps)
+        set_value(config, "evaluate_every_n_steps", ["runner.evaluate_every_n_steps"], evaluate_every_n_steps)
 
     job = config.setdefault("job", {})
     if device is not None:

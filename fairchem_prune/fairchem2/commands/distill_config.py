@@ -44,7 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-irreps", choices=("scalars", "all"), default="scalars",
                         help="node embedding rows matched: scalars (l = 0, what the energy heads read; default) "
                              "or all (every l)")
-    add_run_arguments(parser)
+    length = add_run_arguments(parser)
+    length.add_argument("--samples", type=int, metavar="N",
+                        help="the budget in structures: N / batch size steps (as the 1.x trainer's max_samples)")
+    parser.add_argument("--sampling", choices=("proportional", "uniform", "temperature"),
+                        help="how the template's datasets are drawn: in proportion to their sizes, equally, or to "
+                             "size^(1/T) (default: as the template says)")
+    parser.add_argument("--temperature", type=float, default=2.0, metavar="T",
+                        help="T of --sampling temperature (default 2; 1 is proportional)")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -55,4 +62,5 @@ def run(args: argparse.Namespace) -> None:
 
     teacher = resolve_path(args.teacher)
     write(args, args.student, f"distils, from {Path(teacher).resolve()},",
-          distill=DistillSettings(teacher=teacher, n2n_weight=args.n2n_weight, node_irreps=args.node_irreps))
+          distill=DistillSettings(teacher=teacher, n2n_weight=args.n2n_weight, node_irreps=args.node_irreps,
+                                  samples=args.samples, sampling=args.sampling, temperature=args.temperature))

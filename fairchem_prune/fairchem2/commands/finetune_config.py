@@ -38,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of a training run's config (fine-tuning or distillation)."""
+def add_run_arguments(parser: argparse.ArgumentParser):
+    """The options of a training run's config (fine-tuning or distillation); returns the group of the
+    run's length (``--epochs`` / ``--steps``), for more ways to give it."""
     parser.add_argument("--output", required=True, help="config to write (.yaml)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, help="train this many epochs (the template's default: 1)")
@@ -55,6 +56,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", help="folder of fairchem's runs (template's job.run_dir, e.g. /tmp/uma_finetune_runs)")
     parser.add_argument("--run-id", help="run folder name under --run-dir (job.timestamp_id; default: --output's stem)")
     parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    return length
 
 
 def run(args: argparse.Namespace) -> None:
