@@ -110,6 +110,8 @@ class DistillTrainEvalUnit(MLIPTrainEvalUnit):
         from fairchem.core.units.mlip_unit import load_predict_unit
         from fairchem.core.units.mlip_unit.mlip_unit import OutputSpec, Task
 
+        from fairchem_prune.fairchem2.checkpoints import hydra_model
+
         check_settings(n2n_weight, node_irreps)
         super().__init__(*args, **kwargs)
         device = get_device_for_local_rank()
@@ -121,15 +123,15 @@ class DistillTrainEvalUnit(MLIPTrainEvalUnit):
                 raise PruneError(f"the teacher {teacher_checkpoint} predicts no {task.property} for the dataset(s) "
                                  f"{', '.join(missing)} of task {task.name}; distil on the teacher's datasets")
         self.node_irreps, self.n2n_weight = node_irreps, float(n2n_weight)
-        self._teacher_nodes = _Capture(escn_md.backbone_of(self.teacher.model))
-        self._student_nodes = _Capture(escn_md.backbone_of(self.model))
         if self.n2n_weight > 0:
+            self._teacher_nodes = _Capture(escn_md.backbone_of(self.teacher.model))
+            self._student_nodes = _Capture(escn_md.backbone_of(self.model))
             datasets = sorted({d for task in self.tasks for d in task.datasets})
             self.tasks = [*self.tasks, Task(
                 name=N2N_TASK[0], level="system", property=N2N_TASK[1], out_spec=OutputSpec(dim=[1], dtype="float32"),
                 normalizer=Normalizer(mean=0.0, rmsd=1.0), datasets=datasets,
                 loss_fn=DDPMTLoss(loss_fn=MAELoss(), coefficient=self.n2n_weight))]
-            getattr(self.model, "module", self.model).register_forward_hook(self._add_node_distance)
+            hydra_model(self.model).register_forward_hook(self._add_node_distance)
 
     def teacher_targets(self, data):
         """A copy of the batch ``data`` whose task targets are the teacher's predictions (detached, in
