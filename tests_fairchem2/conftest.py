@@ -77,11 +77,10 @@ def emt_structures(n: int, seed: int):
     return structures
 
 
-@pytest.fixture(scope="session")
-def ft(tmp_path_factory) -> Path:
-    """What ``create_uma_finetune_dataset.py --uma-task omat --regression-tasks ef --output-dir ft``
-    writes for 16 train / 4 val EMT structures: ``ft/train``, ``ft/val`` (ASE-LMDB), the data YAML and
-    the template."""
+def uma_template(root: Path, sizes: tuple[int, int], seeds: tuple[int, int]) -> Path:
+    """What ``create_uma_finetune_dataset.py --uma-task omat --regression-tasks ef --output-dir <root>/ft``
+    writes for ``sizes`` train / val EMT structures (``seeds``): ``ft/train``, ``ft/val`` (ASE-LMDB), the
+    data YAML and the template; returns ``ft``."""
     from ase.io import write
     from fairchem.core.scripts import create_uma_finetune_dataset as script
     from fairchem.core.scripts.create_finetune_dataset import (
@@ -89,8 +88,7 @@ def ft(tmp_path_factory) -> Path:
         launch_processing,
     )
 
-    root = tmp_path_factory.mktemp("finetune")
-    for split, n, seed in (("train", 16, 0), ("val", 4, 1)):
+    for split, n, seed in (("train", sizes[0], seeds[0]), ("val", sizes[1], seeds[1])):
         (root / "raw" / split).mkdir(parents=True)
         write(root / "raw" / split / "structures.extxyz", emt_structures(n, seed))
     out = root / "ft"
@@ -104,6 +102,18 @@ def ft(tmp_path_factory) -> Path:
                            base_model_name="uma-s-1p1")
     assert (out / TEMPLATE).is_file() and (out / "data" / "uma_conserving_data_task_energy_force.yaml").is_file()
     return out
+
+
+@pytest.fixture(scope="session")
+def ft(tmp_path_factory) -> Path:
+    """The fine-tuning task: :func:`uma_template` of 16 train / 4 val EMT structures."""
+    return uma_template(tmp_path_factory.mktemp("finetune"), (16, 4), (0, 1))
+
+
+@pytest.fixture(scope="session")
+def pretrain(tmp_path_factory) -> Path:
+    """Distillation structures: :func:`uma_template` of 16 / 4 other EMT structures."""
+    return uma_template(tmp_path_factory.mktemp("pretrain"), (16, 4), (2, 3))
 
 
 @pytest.fixture(scope="session")

@@ -124,6 +124,7 @@ def write_outputs(out: Path, result: dict) -> None:
         *(["- val EFwT: the S2EF leaderboard's ranking metric on the same validation (fairchem's Evaluator): the "
            "share of structures with energy within 0.02 eV and every free atom's force within 0.03 eV/Å."]
           if any(row.get("efwt") is not None for row in [result["reference"], *result["candidates"]]) else []), "",
+        *([f"- Distilled candidates (kd_): {result['distilled_on']}"] if result.get("distilled_on") else []), "",
         "![pareto](pareto.png)", "", table(result), "",
     ]
     flagged = [row for row in [result["reference"], *result["candidates"]] if row.get("flags")]

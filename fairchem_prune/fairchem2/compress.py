@@ -10,7 +10,9 @@ YAML: ASE-LMDB train / val data, tasks, normaliser, element references).
                   candidate keeps the k most relevant blocks (``--order last``: the first k)
 2. candidates     the full model (the reference) and each block count, sliced, then fine-tuned by
                   ``fairchem -c`` for the same ``--steps`` / ``--epochs`` (:mod:`.runs`) -> ``checkpoints/``,
-                  ``configs/``, ``runs/``, ``logs/``
+                  ``configs/``, ``runs/``, ``logs/``; with ``--distill TEMPLATE`` also each count
+                  distilled from the full model on the pre-training structures of TEMPLATE
+                  (:mod:`.distill`: ``runs/distill_<k>b``), then fine-tuned the same way (``kd_<k>b``)
 3. ``benchmark``  throughput, FLOP bound, parameters, peak memory per block count on the built-in
                   systems (:mod:`.benchmark`, experts merged where the model has them) -> ``benchmark.json``
 4. pick           of the candidates whose last validation error is within ``--budget`` of the
@@ -58,6 +60,8 @@ class CompressSettings:
     lr: float | None = None
     ema_decay: float | None = None
     seed: int = 0
+    distill: str | None = None           #: template of the pre-training structures of the kd_ candidates
+    distill_samples: int | None = None   #: structures each distillation sees (default: one pass over them)
 
 
 def _say(message: str) -> None:
@@ -70,17 +74,18 @@ def metric_kind(metric: str) -> str:
     return "_".join(parts[-2:]) if len(parts) >= 3 else metric
 
 
-def template_data(template: Path) -> tuple[str, Path]:
-    """(dataset name, training data) of the data YAML ``template`` includes; relative paths are taken
-    from the current folder (where create_uma_finetune_dataset.py ran) or the template's."""
+def template_data(template: Path, split: str = "train") -> tuple[str, Path]:
+    """(dataset name, ``split`` data: ``train`` or ``val``) of the data YAML ``template`` includes;
+    relative paths are taken from the current folder (where create_uma_finetune_dataset.py ran) or the
+    template's."""
     from fairchem_prune.fairchem2.finetune import data_sources, read_template
 
     config = read_template(template)
     datasets = list((config.get("train_dataset") or {}).get("dataset_configs") or {})
-    sources = data_sources(template)
+    sources = data_sources(template, split)
     if not datasets or not sources:
-        raise PruneError(f"fine-tuning template {template} names no training data (train_dataset.dataset_configs and "
-                         "a data YAML with train_dataset.splits.train.src)")
+        raise PruneError(f"fine-tuning template {template} names no {split} data ({split}_dataset.dataset_configs and "
+                         f"a data YAML with {split}_dataset.splits.{split}.src)")
     source = Path(sources[0])
     for candidate in (source, template.parent / source):
         if candidate.exists():
@@ -112,6 +117,7 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
         raise PruneError("give --final-steps or --final-epochs, not both")
     dataset, train = template_data(template)
     task = settings.task or dataset
+    distill = _distill_settings(settings, template, checkpoint)
     source = read_inference_checkpoint(checkpoint)
     b = escn_md.num_blocks(source.model_config, f"checkpoint {checkpoint}")
     counts = block_counts(settings.blocks, b)
@@ -136,28 +142,39 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     candidates = [FinetuneRun.under(out, f"br_{k}b", kept[k]) for k in counts]
     runs = [reference, *candidates]
     prepare(runs, template, checkpoint, say=_say, **finetune)
-    train_all(runs, say=_say)
+    students = [FinetuneRun.under(out, f"distill_{c.name[3:]}", c.kept_blocks, start=c.checkpoint) for c in candidates]
+    if distill:
+        prepare(students, distill["template"], checkpoint, say=_say, **{**finetune, **distill["run"]})
+    train_all([*runs, *(students if distill else [])], say=_say)
+    distilled = [FinetuneRun.under(out, f"kd_{c.name[3:]}", c.kept_blocks, start=s.paths.final_checkpoint)
+                 for c, s in zip(candidates, students)] if distill else []
+    prepare(distilled, template, checkpoint, say=_say, **finetune)
+    train_all(distilled, say=_say)
 
     # 3. cost; 4. pick
     bench = _stage(out / "benchmark.json", lambda: _benchmark(checkpoint, [b, *counts], device, benchmark_repeats))
     metric = _metric(reference)
     rule = parse_budget(budget, metric_kind(metric))
-    models = [_model(run, metric, distilled=False) for run in runs]
+    models = [_model(run, metric, distilled=False) for run in runs] + [_model(run, metric, True) for run in distilled]
     rows = report.candidate_rows(models, _cost(bench))
     result = {"settings": asdict(settings), "architecture": escn_md.LABEL, "metric": metric, "budget": budget,
               "limit": rule.limit(rows[0]["error"]), "reference": rows[0], "candidates": rows[1:], "pick": None,
               "final": None, "benchmark_on": _systems(bench), "loads_in": "fairchem's load_predict_unit / FAIRChemCalculator",
               "task": f"`{template}` ({task}; fairchem's create_uma_finetune_dataset.py data)",
               "length": _length(settings.steps, settings.epochs) or "the template's length",
-              "error_is": "last validation (fairchem's, EMA weights)"}
+              "error_is": "last validation (fairchem's, EMA weights)",
+              "distillation": _distillation_record(distill, students) if distill else None}
+    if distill:
+        result["distilled_on"] = _distilled_on(result["distillation"])
     chosen = report.record_pick(out, result, rule, _say, hint="or fine-tune the candidates longer (--steps / --epochs)",
                                 by=pick)
 
     # 5. the final fine-tune of the pick
-    winner = next(run for run in candidates if run.name == chosen["name"])
+    winner = next(run for run in [*candidates, *distilled] if run.name == chosen["name"])
     length = ({"steps": final_steps} if final_steps else {"epochs": final_epochs} if final_epochs else {})
     suffix = f"_s{final_steps}" if final_steps else f"_e{final_epochs}" if final_epochs else ""
-    final = FinetuneRun.under(out, f"final_{winner.name}{suffix}", winner.kept_blocks)
+    final = FinetuneRun.under(out, f"final_{winner.name}{suffix}", winner.kept_blocks,
+                              start=None if winner.sliced else winner.checkpoint)
     prepare([final], template, checkpoint, say=_say, **{**finetune, "steps": None, "epochs": None, **length})
     train_all([final], say=_say)
     target = out / f"compressed_{winner.name}.pt"
@@ -168,6 +185,64 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     report.write_outputs(out, result)
     _say(f"done: {target} ({metric} {result['final']['error']:.4g}); {out / 'report.md'}")
     return result
+
+
+def _distill_settings(settings: CompressSettings, template: Path, checkpoint: Path) -> dict | None:
+    """With ``--distill``: its template, the distillations' run settings (``distill``: a
+    :class:`~fairchem_prune.fairchem2.distill.DistillSettings` of the full model as the teacher; the
+    steps that see ``distill_samples`` structures, one pass over the template's training structures by
+    default, with a validation at the end) and the number of structures."""
+    from fairchem_prune.fairchem2.data import dataset_size
+    from fairchem_prune.fairchem2.distill import DistillSettings
+    from fairchem_prune.fairchem2.finetune import config_value, read_template
+
+    if settings.distill is None:
+        if settings.distill_samples is not None:
+            raise PruneError("--distill-samples needs --distill (the pre-training structures)")
+        return None
+    from fairchem_prune.fairchem2.checkpoints import read_inference_checkpoint
+
+    distill = Path(settings.distill)
+    dataset, train = template_data(distill)
+    known = sorted({d for task in read_inference_checkpoint(checkpoint).tasks_config for d in task.get("datasets", [])})
+    if dataset not in known:
+        raise PruneError(f"--distill {distill}: its structures are {dataset}, which the full model has no task for; "
+                         f"give structures of one of its datasets ({', '.join(known)})")
+    _, val = template_data(template, "val")
+    if train == val:
+        raise PruneError(f"--distill {distill} trains on {train}, the task's validation data; give a template of "
+                         "pre-training structures")
+    samples = dataset_size(train) if settings.distill_samples is None else settings.distill_samples
+    if samples < 1:
+        raise PruneError(f"--distill-samples must be at least 1, got {samples}")
+    batch = settings.batch_size or config_value(read_template(distill), "batch_size")
+    if not isinstance(batch, int):
+        raise PruneError(f"the batch size of {distill} is {batch!r}, not a number; give --batch-size")
+    steps = -(-samples // batch)
+    return {"template": distill, "samples": samples, "steps": steps,
+            "run": {"steps": steps, "epochs": None, "distill": DistillSettings(teacher=checkpoint)}}
+
+
+def _distillation_record(distill: dict, students: list[FinetuneRun]) -> dict:
+    """What the report says of the distillations: their data and length, and each student's last
+    validation against the teacher (the distillation gap, fairchem's metrics)."""
+    return {"template": str(distill["template"]), "samples": distill["samples"], "steps": distill["steps"],
+            "gap": {run.name: run.last_validation() for run in students}}
+
+
+def _distilled_on(record: dict) -> str:
+    """The report's sentence on the distillations."""
+    from fairchem_prune.fairchem2.ablation import default_metric
+
+    gaps = []
+    for name, last in record["gap"].items():
+        if last:
+            metric = default_metric({k: v for k, v in last.items() if k not in ("split", "step")})
+            gaps.append(f"{name} {metric} {last[metric]:.4g}")
+    return (f"distilled from the full model on the structures of `{record['template']}` ({record['samples']} "
+            f"structures, {record['steps']} steps; the teacher's energies, forces and stress as targets plus "
+            "node-to-node L1, fairchem-prune's DistillTrainEvalUnit), then fine-tuned as the others"
+            + (f"; each student's last validation against the teacher: {', '.join(gaps)}" if gaps else "") + ".")
 
 
 def _length(steps: int | None, epochs: int | None) -> str | None:

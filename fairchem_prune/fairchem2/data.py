@@ -34,16 +34,26 @@ def _chosen(total: int, count: int, seed: int | None) -> list[int]:
     return np.random.default_rng(seed).permutation(total)[:count].tolist()
 
 
-def _database_atoms(path: Path, count: int, seed: int | None) -> list[Atoms]:
+def _database(path: Path):
+    """fairchem's ``AseDBDataset`` of ``path`` (a file or a folder of them); PruneError where it cannot read it."""
     from fairchem.core.datasets import AseDBDataset
 
     if path.is_dir() and not any(p.suffix in DATABASE_SUFFIXES for p in path.iterdir()):
         raise PruneError(f"structures {path}: the folder holds no ASE database (.aselmdb / .db files)")
     try:
-        dataset = AseDBDataset({"src": str(path)})
+        return AseDBDataset({"src": str(path)})
     except Exception as err:  # ASE / lmdb raise many types for foreign or empty files
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PruneError(f"structures {path} cannot be read as an ASE database ({type(err).__name__}: {reason})") from None
+
+
+def dataset_size(path: str | Path) -> int:
+    """The number of structures of the ASE database(s) at ``path``."""
+    return len(_database(Path(path)))
+
+
+def _database_atoms(path: Path, count: int, seed: int | None) -> list[Atoms]:
+    dataset = _database(path)
     return [dataset.get_atoms(i) for i in _chosen(len(dataset), count, seed)]
 
 

@@ -21,17 +21,28 @@ checkpoint it writes) is fairchem's:
   (:data:`N2N_TASK`, system level, target 0), so that ``DDPMTLoss`` reduces it across ranks as it
   reduces the others. UMA has no edge features at the readout (its heads read node embeddings only),
   so there is no edge-to-edge term.
+* **Teacher-labelled structures** (the 1.x trainer's options, :mod:`fairchem_prune.augmentation`): in
+  each training step, before the teacher labels the batch, the free atoms of a random share
+  (``rattle_fraction``) of its structures are displaced by N(0, ``rattle_sigma``^2) Å, and a random
+  share (``md_fraction``) is replaced by the last frame of ``md_steps`` velocity-Verlet steps under
+  the teacher's forces; the random stream is a function of the seed, the step and the rank, so a
+  resumed run draws what the uninterrupted one would have.
+
+The 1.x trainer's force-Jacobian rows need the teacher's forces with their graph (a second derivative
+of a conserving model's energy), which fairchem's ``MLIPPredictUnit`` does not keep; its per-atom
+energies are not matched either. Both stay 1.x options.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from fairchem.core.units.mlip_unit.mlip_unit import MLIPTrainEvalUnit
 
+from fairchem_prune.augmentation import Augmentation, step_generator
 from fairchem_prune.errors import PruneError
 from fairchem_prune.fairchem2 import escn_md
 
@@ -47,12 +58,15 @@ SAMPLING = {"proportional": {"type": "temperature", "temperature": 1.0}, "unifor
             "temperature": {"type": "temperature"}}
 
 
-def check_settings(n2n_weight: float, node_irreps: str) -> None:
-    """PruneError unless ``n2n_weight`` >= 0 and ``node_irreps`` is one of :data:`NODE_IRREPS`."""
+def check_settings(n2n_weight: float, node_irreps: str, augmentation: Augmentation | None = None) -> None:
+    """PruneError unless ``n2n_weight`` >= 0, ``node_irreps`` is one of :data:`NODE_IRREPS` and the
+    ``augmentation`` is in range."""
     if node_irreps not in NODE_IRREPS:
         raise PruneError(f"node_irreps (--node-irreps) must be one of {', '.join(NODE_IRREPS)}, got {node_irreps!r}")
     if n2n_weight < 0:
         raise PruneError(f"n2n_weight (--n2n-weight) must be at least 0, got {n2n_weight}")
+    if augmentation is not None:
+        augmentation.check(lambda key: f"--{key.replace('_', '-')}")
 
 
 def node_distance(student: torch.Tensor, teacher: torch.Tensor, batch: torch.Tensor, num_systems: int,
@@ -100,10 +114,12 @@ class DistillTrainEvalUnit(MLIPTrainEvalUnit):
     """``MLIPTrainEvalUnit`` distilling its model (the student, e.g. a sliced checkpoint) from
     ``teacher_checkpoint`` (a fairchem 2 inference checkpoint of the same tasks); see the module
     docstring. ``n2n_weight``: coefficient of the node-to-node term (0: targets only);
-    ``node_irreps``: ``scalars`` or ``all``. The other arguments are ``MLIPTrainEvalUnit``'s."""
+    ``node_irreps``: ``scalars`` or ``all``; ``augmentation``: the fields of
+    :class:`~fairchem_prune.augmentation.Augmentation`, drawn from ``seed``. The other arguments are
+    ``MLIPTrainEvalUnit``'s."""
 
     def __init__(self, *args, teacher_checkpoint: str, n2n_weight: float = 1.0, node_irreps: str = "scalars",
-                 **kwargs):
+                 augmentation: dict | None = None, seed: int = 0, **kwargs):
         from fairchem.core.common.distutils import get_device_for_local_rank
         from fairchem.core.modules.loss import DDPMTLoss, MAELoss
         from fairchem.core.modules.normalization.normalizer import Normalizer
@@ -112,7 +128,9 @@ class DistillTrainEvalUnit(MLIPTrainEvalUnit):
 
         from fairchem_prune.fairchem2.checkpoints import hydra_model
 
-        check_settings(n2n_weight, node_irreps)
+        self.augmentation = Augmentation(**(augmentation or {}))
+        self.seed = seed
+        check_settings(n2n_weight, node_irreps, self.augmentation)
         super().__init__(*args, **kwargs)
         device = get_device_for_local_rank()
         self.teacher = load_predict_unit(str(teacher_checkpoint), inference_settings="batch", device=device)
@@ -158,7 +176,16 @@ class DistillTrainEvalUnit(MLIPTrainEvalUnit):
         return data
 
     def train_step(self, state, data) -> None:
+        from fairchem.core.common.distutils import get_rank
+
+        if self.augmentation.augments:
+            generator = step_generator(self.seed, self.train_progress.num_steps_completed, get_rank())
+            data = self.augmentation.apply(data, self._teacher_forces, generator)
         super().train_step(state, self.teacher_targets(data))
+
+    def _teacher_forces(self, data) -> torch.Tensor:
+        """The teacher's forces (N_atoms, 3) in eV/Å, detached: what teacher MD integrates."""
+        return self.teacher.predict(data.clone())["forces"].detach().to(data.pos.device, data.pos.dtype)
 
     def eval_step(self, state, data) -> None:
         """fairchem's validation of the student (its EMA) against the teacher: the distillation gap."""
@@ -227,6 +254,9 @@ class DistillSettings:
     #: how the template's datasets are drawn (None: as the template says; see :data:`SAMPLING`)
     sampling: str | None = None
     temperature: float = 2.0
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    #: seed of the augmentation's draws
+    seed: int = 0
 
     def apply(self, config: dict) -> str:
         """Make the fine-tuning ``config`` (:func:`~fairchem_prune.fairchem2.finetune.write_finetune_config`'s,
@@ -239,7 +269,7 @@ class DistillSettings:
         from fairchem_prune.fairchem2.checkpoints import read_inference_checkpoint
         from fairchem_prune.fairchem2.finetune import FAIRCHEM_FINETUNING_MODEL
 
-        check_settings(self.n2n_weight, self.node_irreps)
+        check_settings(self.n2n_weight, self.node_irreps, self.augmentation)
         self._apply_budget(config)
         teacher = read_inference_checkpoint(self.teacher)
         unit = config["runner"]["train_eval_unit"]
@@ -250,6 +280,8 @@ class DistillSettings:
                              "models differ in more than num_layers); slice the student from this teacher")
         unit.update({"_target_": DISTILL_UNIT, "teacher_checkpoint": str(Path(self.teacher).resolve()),
                      "n2n_weight": float(self.n2n_weight), "node_irreps": self.node_irreps, "tasks": "${distill_tasks}"})
+        if self.augmentation != Augmentation():
+            unit.update(augmentation=self.augmentation.settings(), seed=self.seed)
         model = unit["model"]
         if model.get("_target_") != FAIRCHEM_FINETUNING_MODEL:
             raise PruneError("--layer-decay is for fine-tuning; a distillation trains every block at one rate")

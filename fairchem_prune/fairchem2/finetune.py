@@ -222,15 +222,16 @@ def write_finetune_config(template: str | Path, checkpoint: str | Path, output: 
     return RunPaths(run_dir, run_id)
 
 
-def data_sources(template: str | Path) -> list[str]:
-    """The ``src`` of every split in the data YAMLs ``template`` includes (paths as written:
-    create_uma_finetune_dataset.py writes them relative to the folder it ran in)."""
+def data_sources(template: str | Path, split: str | None = None) -> list[str]:
+    """The ``src`` of every split (``split``: ``train`` or ``val``, only those of its data set) in the
+    data YAMLs ``template`` includes (paths as written: create_uma_finetune_dataset.py writes them
+    relative to the folder it ran in)."""
     template = Path(template)
     config = yaml.safe_load(template.read_text())
     sources = []
     for name in _data_defaults(config, template):
         data = yaml.safe_load((template.parent / "data" / f"{name}.yaml").read_text()) or {}
-        for section in ("train_dataset", "val_dataset"):
+        for section in (f"{split}_dataset",) if split else ("train_dataset", "val_dataset"):
             for split in ((data.get(section) or {}).get("splits") or {}).values():
                 if isinstance(split, dict) and isinstance(split.get("src"), str):
                     sources.append(split["src"])

@@ -33,14 +33,16 @@ class FinetuneRun:
     config: Path
     log: Path
     paths: RunPaths
+    sliced: bool = True     # checkpoint is the slice of kept_blocks that prepare makes; else it is given
 
     @classmethod
-    def under(cls, out: Path, name: str, kept_blocks: list[int], **more) -> "FinetuneRun":
-        """The run ``name`` laid out under ``out``: ``checkpoints/<name>.pt``, ``configs/<name>.yaml``,
-        ``logs/<name>.log``, ``runs/<name>/``."""
-        return cls(name=name, kept_blocks=list(kept_blocks), checkpoint=out / "checkpoints" / f"{name}.pt",
+    def under(cls, out: Path, name: str, kept_blocks: list[int], start: Path | None = None) -> "FinetuneRun":
+        """The run ``name`` laid out under ``out``: ``checkpoints/<name>.pt`` (or ``start``: the run
+        trains that checkpoint, e.g. a distilled student), ``configs/<name>.yaml``, ``logs/<name>.log``,
+        ``runs/<name>/``."""
+        return cls(name=name, kept_blocks=list(kept_blocks), checkpoint=start or out / "checkpoints" / f"{name}.pt",
                    config=out / "configs" / f"{name}.yaml", log=out / "logs" / f"{name}.log",
-                   paths=RunPaths((out / "runs").resolve(), name), **more)
+                   paths=RunPaths((out / "runs").resolve(), name), sliced=start is None)
 
     @property
     def finished(self) -> bool:
@@ -66,9 +68,10 @@ def _print(message: str) -> None:
 
 def prepare(runs: Sequence[FinetuneRun], template: str | Path, checkpoint: str | Path, force: bool = False,
             say: Callable[[str], None] = _print, **finetune) -> None:
-    """Slice ``checkpoint`` and write the config of every run (kept when already there and the same;
-    ``force``: rewritten, and the run's folder removed so that it starts over). ``finetune``: the
-    overrides of :func:`~fairchem_prune.fairchem2.finetune.write_finetune_config`."""
+    """Slice ``checkpoint`` (for the runs that train a slice) and write the config of every run (kept
+    when already there and the same; ``force``: rewritten, and the run's folder removed so that it
+    starts over). ``finetune``: the overrides of
+    :func:`~fairchem_prune.fairchem2.finetune.write_finetune_config` (``distill``: distillations)."""
     from fairchem_prune.fairchem2.checkpoints import read_inference_checkpoint
     from fairchem_prune.fairchem2.slicing import slice_inference_checkpoint
 
@@ -78,7 +81,10 @@ def prepare(runs: Sequence[FinetuneRun], template: str | Path, checkpoint: str |
     for n, run in enumerate(runs, 1):
         for folder in (run.checkpoint.parent, run.config.parent, run.log.parent):
             folder.mkdir(parents=True, exist_ok=True)
-        if force or not run.checkpoint.exists():
+        if not run.sliced:
+            if not run.checkpoint.is_file():
+                raise PruneError(f"run {run.name} starts from {run.checkpoint}, which does not exist")
+        elif force or not run.checkpoint.exists():
             say(f"{n}/{len(runs)} {run.name}: slicing to blocks {run.kept_blocks} -> {run.checkpoint}")
             slice_inference_checkpoint(checkpoint, run.checkpoint, kept_blocks=run.kept_blocks, force=True)
         else:

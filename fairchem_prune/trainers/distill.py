@@ -38,7 +38,7 @@ features, which its heads were not trained to read. Where an architecture has no
 The loss is  gt_weight * L_gt + force_weight * L_F + energy_weight * L_E + n2n_weight * L_n2n +
 e2e_weight * L_e2e + atom_energy_weight * L_Ea + jacobian_weight * L_J, every L1 a mean over elements
 across all ranks (fairchem's ``DDPLoss``). The Jacobian term (:mod:`~fairchem_prune.trainers.jacobian`)
-and the teacher-labelled augmentation (:mod:`~fairchem_prune.trainers.augmentation`, which needs
+and the teacher-labelled augmentation (:mod:`~fairchem_prune.augmentation`, which needs
 gt_weight 0) act in training steps only; their random draws follow the run's seed and step. Outputs
 are compared in the normalised space the teacher was trained in: the student takes the teacher
 checkpoint's normalizers and element references. The teacher is frozen, in eval mode, run on the same
@@ -77,7 +77,7 @@ from fairchem_prune.checkpoints import load_source
 from fairchem_prune.errors import PruneError
 from fairchem_prune.graphs import build_graphs_per_structure, builds_graphs_per_structure, check_batch_graphs
 from fairchem_prune.models import check_training_data
-from fairchem_prune.trainers.augmentation import rattle, teacher_md
+from fairchem_prune.augmentation import Augmentation, step_generator
 from fairchem_prune.trainers.data_paths import ChecksDataPaths
 from fairchem_prune.trainers.jacobian import force_jacobian_rows, sample_rows
 from fairchem_prune.trainers.preemption import ResumesAtCompletedStep
@@ -87,9 +87,9 @@ WEIGHTS = ("force_weight", "energy_weight", "n2n_weight", "e2e_weight", "gt_weig
            "jacobian_weight")
 
 
-@dataclass
-class DistillSettings:
-    """The ``task.distill`` section (see the module docstring)."""
+@dataclass(kw_only=True)
+class DistillSettings(Augmentation):
+    """The ``task.distill`` section (see the module docstring); ``rattle_*`` and ``md_*``: :class:`Augmentation`'s."""
 
     teacher_checkpoint: str
     force_weight: float = 1.0
@@ -103,12 +103,6 @@ class DistillSettings:
     max_samples: int | None = None
     sampling: str = "proportional"
     temperature: float = 2.0
-    rattle_fraction: float = 0.0
-    rattle_sigma: float = 0.05
-    md_fraction: float = 0.0
-    md_steps: int = 5
-    md_timestep: float = 1.0
-    md_temperature: float = 300.0
 
     @classmethod
     def from_task(cls, task: dict) -> DistillSettings:
@@ -127,22 +121,13 @@ class DistillSettings:
             raise PruneError(f"task.distill.sampling must be one of {SAMPLING_CHOICES}, got {settings.sampling!r}")
         if settings.max_samples is not None and settings.max_samples < 1:
             raise PruneError(f"task.distill.max_samples must be a positive number of structures, got {settings.max_samples}")
-        for key in ("rattle_fraction", "md_fraction"):
-            if not 0 <= getattr(settings, key) <= 1:
-                raise PruneError(f"task.distill.{key} is a share of the structures, between 0 and 1; got {getattr(settings, key)}")
-        positive = ("rattle_sigma", "md_steps", "md_timestep", "md_temperature", "jacobian_rows")
-        for key in positive:
-            if getattr(settings, key) <= 0:
-                raise PruneError(f"task.distill.{key} must be positive, got {getattr(settings, key)}")
+        settings.check(lambda key: f"task.distill.{key}")
+        if settings.jacobian_rows <= 0:
+            raise PruneError(f"task.distill.jacobian_rows must be positive, got {settings.jacobian_rows}")
         if settings.augments and settings.gt_weight:
             raise PruneError("task.distill: rattled or teacher-MD structures have no reference labels; with "
                              "rattle_fraction or md_fraction > 0 set gt_weight: 0")
         return settings
-
-    @property
-    def augments(self) -> bool:
-        """Whether training batches get teacher-labelled structures (rattle, teacher MD)."""
-        return self.rattle_fraction > 0 or self.md_fraction > 0
 
 
 def _flat_outputs(raw: dict) -> dict:
@@ -295,23 +280,13 @@ class DistillTrainer(ChecksDataPaths, ResumesAtCompletedStep, OCPTrainer):
     def _step_generator(self) -> torch.Generator:
         """The random stream of this step's augmentation and Jacobian rows: the same after a resume,
         different on each rank."""
-        seed = int(self.config["cmd"].get("seed") or 0)
-        return torch.Generator().manual_seed((seed * 1_000_003 + self.step) * 131 + distutils.get_rank())
+        return step_generator(int(self.config["cmd"].get("seed") or 0), self.step, distutils.get_rank())
 
     def _teacher_forces(self, batch) -> torch.Tensor:
         """The teacher's forces in eV/Å (N_atoms, 3), detached: what teacher MD integrates."""
         with torch.set_grad_enabled(self._architecture.forces_are_gradients(self.teacher)):
             forces = _flat_outputs(self.teacher(batch.clone()))["forces"].detach()
         return self._denorm_preds("forces", forces.view(-1, 3), batch)
-
-    def _augmented(self, batch, generator: torch.Generator):
-        settings = self.distill
-        if settings.md_fraction:
-            batch = teacher_md(batch, self._teacher_forces, settings.md_fraction, settings.md_steps,
-                               settings.md_timestep, settings.md_temperature, generator)
-        if settings.rattle_fraction:
-            batch = rattle(batch, settings.rattle_fraction, settings.rattle_sigma, generator)
-        return batch
 
     def _teacher_forward(self, batch, rng: tuple, rows: list[torch.Tensor]) -> dict:
         """Teacher outputs (energy (B, 1), forces (|V|, 3)), (node, edge) features, per-atom energies and
@@ -347,7 +322,7 @@ class DistillTrainer(ChecksDataPaths, ResumesAtCompletedStep, OCPTrainer):
         shift = None
         if training and self.distill.augments:
             original = batch.pos
-            batch = self._augmented(batch, generator)
+            batch = self.distill.apply(batch, self._teacher_forces, generator)
             shift = (batch.pos - original).norm(dim=1).mean().detach()
         rows = []
         if training and self.distill.jacobian_weight:  # training steps only: validation runs without gradients

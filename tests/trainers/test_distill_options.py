@@ -13,7 +13,7 @@ from distill_helpers import distill_command, logged, train_teacher
 
 from fairchem_prune.architectures import by_name
 from fairchem_prune.errors import PruneError
-from fairchem_prune.trainers.augmentation import rattle, teacher_md
+from fairchem_prune.augmentation import rattle, teacher_md
 from fairchem_prune.trainers.jacobian import force_jacobian_rows, sample_rows
 
 CONFIGS = Path(__file__).parents[2] / "configs"

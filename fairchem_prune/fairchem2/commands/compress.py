@@ -18,7 +18,11 @@ example:
 --template is what fairchem's create_uma_finetune_dataset.py wrote (its data YAML beside it). Under --out:
 relevance.json/.png, checkpoints/ (sliced), configs/, runs/ (fairchem -c, console output in logs/),
 benchmark.json, compress.json, report.md, pareto.png and compressed_<pick>.pt. A re-run skips every
-finished run and resumes an interrupted one; another --budget re-picks from the recorded runs."""
+finished run and resumes an interrupted one; another --budget re-picks from the recorded runs.
+
+With --distill kd/uma_sm_finetune_template.yaml (create_uma_finetune_dataset.py on pre-training
+structures, e.g. --uma-task omat), every count is also distilled from the full model on them
+(runs/distill_<k>b: teacher targets + node-to-node L1, as distill-config) before its fine-tune (kd_<k>b)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the template's)")
     parser.add_argument("--ema-decay", type=float, help="decay of the weight average validation uses (fairchem: 0.999)")
     parser.add_argument("--benchmark-repeats", type=int, default=3, help="timed passes per model (default 3)")
+    parser.add_argument("--distill", metavar="TEMPLATE",
+                        help="the template create_uma_finetune_dataset.py wrote for pre-training structures (of one "
+                             "of the checkpoint's datasets): also try each count distilled from the full model on "
+                             "them (kd_<k>b), then fine-tuned as the others")
+    parser.add_argument("--distill-samples", type=int, metavar="N",
+                        help="structures each distillation sees (default: one pass over --distill's training data)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the relevance subset")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
@@ -70,6 +80,7 @@ def run(args: argparse.Namespace) -> None:
         template=str(Path(args.template).resolve()), steps=args.steps, epochs=args.epochs, blocks=args.blocks,
         order=args.order, task=args.task, relevance_samples=args.relevance_samples, batch_size=args.batch_size,
         lr=args.lr, ema_decay=args.ema_decay, seed=args.seed,
+        distill=str(Path(args.distill).resolve()) if args.distill else None, distill_samples=args.distill_samples,
     )
     run_compress(settings, args.out, args.budget, final_steps=args.final_steps, final_epochs=args.final_epochs,
                  device=args.device, benchmark_repeats=args.benchmark_repeats, pick=args.pick)

@@ -52,15 +52,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "size^(1/T) (default: as the template says)")
     parser.add_argument("--temperature", type=float, default=2.0, metavar="T",
                         help="T of --sampling temperature (default 2; 1 is proportional)")
+    more = parser.add_argument_group("teacher-labelled structures (each training batch; the teacher labels them)")
+    more.add_argument("--rattle-fraction", type=float, default=0.0, metavar="F",
+                      help="share of the structures whose free atoms get Gaussian noise (default 0)")
+    more.add_argument("--rattle-sigma", type=float, default=0.05, metavar="A", help="its standard deviation, Å (default 0.05)")
+    more.add_argument("--md-fraction", type=float, default=0.0, metavar="F",
+                      help="share replaced by the last frame of a short MD under the teacher's forces (default 0)")
+    more.add_argument("--md-steps", type=int, default=5, help="velocity-Verlet steps of that MD (default 5)")
+    more.add_argument("--md-timestep", type=float, default=1.0, metavar="FS", help="its time step, fs (default 1)")
+    more.add_argument("--md-temperature", type=float, default=300.0, metavar="K",
+                      help="temperature of its starting velocities, K (default 300)")
+    more.add_argument("--seed", type=int, default=0, help="seed of the rattle and MD draws (default 0)")
 
 
 def run(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from fairchem_prune.fairchem2.checkpoints import resolve_path
+    from fairchem_prune.augmentation import Augmentation
     from fairchem_prune.fairchem2.distill import DistillSettings
 
     teacher = resolve_path(args.teacher)
+    augmentation = Augmentation(rattle_fraction=args.rattle_fraction, rattle_sigma=args.rattle_sigma,
+                                md_fraction=args.md_fraction, md_steps=args.md_steps, md_timestep=args.md_timestep,
+                                md_temperature=args.md_temperature)
     write(args, args.student, f"distils, from {Path(teacher).resolve()},",
           distill=DistillSettings(teacher=teacher, n2n_weight=args.n2n_weight, node_irreps=args.node_irreps,
-                                  samples=args.samples, sampling=args.sampling, temperature=args.temperature))
+                                  samples=args.samples, sampling=args.sampling, temperature=args.temperature,
+                                  augmentation=augmentation, seed=args.seed))

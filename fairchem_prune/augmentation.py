@@ -13,10 +13,60 @@ Units: Å, eV/Å, fs, K (ASE's unit system, :mod:`ase.units`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 import torch
 from ase import units
 from ase.data import atomic_masses
+
+from fairchem_prune.errors import PruneError
+
+
+@dataclass
+class Augmentation:
+    """The teacher-labelled structures each training batch gets (both hosts' distillation options):
+    shares of the batch's structures, Å, fs, K."""
+
+    rattle_fraction: float = 0.0
+    rattle_sigma: float = 0.05
+    md_fraction: float = 0.0
+    md_steps: int = 5
+    md_timestep: float = 1.0
+    md_temperature: float = 300.0
+
+    @property
+    def augments(self) -> bool:
+        """Whether batches get any (rattle or teacher MD)."""
+        return self.rattle_fraction > 0 or self.md_fraction > 0
+
+    def check(self, name: Callable[[str], str]) -> None:
+        """PruneError naming (as ``name(field)``: ``--rattle-fraction``, ``task.distill.rattle_fraction``)
+        the first setting out of range."""
+        for key in ("rattle_fraction", "md_fraction"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise PruneError(f"{name(key)} is a share of the structures, between 0 and 1; got {getattr(self, key)}")
+        for key in ("rattle_sigma", "md_steps", "md_timestep", "md_temperature"):
+            if getattr(self, key) <= 0:
+                raise PruneError(f"{name(key)} must be positive, got {getattr(self, key)}")
+
+    def apply(self, batch, forces: Callable[[object], torch.Tensor], generator: torch.Generator):
+        """``batch`` with teacher MD (under ``forces(batch)``, the teacher's (N_atoms, 3) eV/Å) and rattle
+        applied, drawn from ``generator``."""
+        if self.md_fraction:
+            batch = teacher_md(batch, forces, self.md_fraction, self.md_steps, self.md_timestep,
+                               self.md_temperature, generator)
+        if self.rattle_fraction:
+            batch = rattle(batch, self.rattle_fraction, self.rattle_sigma, generator)
+        return batch
+
+    def settings(self) -> dict:
+        """The fields, by name."""
+        return {f.name: getattr(self, f.name) for f in fields(Augmentation)}
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The random stream of one training step on one rank: the same after a resume, different on each rank."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 131 + rank)
 
 
 def chosen_atoms(batch, fraction: float, generator: torch.Generator) -> torch.Tensor:
