@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from fairchem_prune.demo.generation import DemoSize, demo_manifest, make_demo_data
+from fairchem_prune.demo.generation import DemoSize, SourceWriter, demo_manifest, make_demo_data, write_lmdb_source
 from fairchem_prune.errors import PruneError
 
 SOURCES = ("xtb_molecules", "emt_slabs")
@@ -40,21 +40,30 @@ class DemoData:
         return {source: self.val / f"{source}.lmdb" for source in SOURCES}
 
 
-def demo_data(data: str | Path | None, size: str, size_spec: DemoSize, seed: int, say) -> DemoData:
-    """The folder ``data`` (checked), or the cached ``size``/``seed`` demo data, generated on first
-    use (into a temporary folder renamed when complete, so an interrupted run leaves no half cache)."""
+def demo_folder(data: str | Path | None, size: str, size_spec: DemoSize, seed: int, say,
+                writer: SourceWriter = write_lmdb_source, suffix: str = "") -> Path:
+    """The folder ``data`` (checked to exist), or the cached ``size``/``seed`` demo data
+    (``<cache>/demo_data/<size>-seed<seed><suffix>``, written by ``writer``), generated on first use
+    (into a temporary folder renamed when complete, so an interrupted run leaves no half cache)."""
     if data is not None:
         root = Path(data)
         if not root.is_dir():
-            raise PruneError(f"--data {root}: no such folder; write one with tools/make_demo_data.py --out {root}")
-    else:
-        root = cache_root() / "demo_data" / f"{size}-seed{seed}"
-        if not (root / "manifest.json").exists():
-            partial = root.with_name(root.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            say(f"data: generating the {size} demo data (xTB molecules, EMT slabs, ethanol MD) into {root}")
-            make_demo_data(partial, size_spec, seed=seed, force=True)
-            partial.rename(root)
+            raise PruneError(f"--data {root}: no such folder; write one with make-demo-data --out {root}, or leave "
+                             "--data out (the demo generates its data)")
+        return root
+    root = cache_root() / "demo_data" / f"{size}-seed{seed}{suffix}"
+    if not (root / "manifest.json").exists():
+        partial = root.with_name(root.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        say(f"data: generating the {size} demo data (xTB molecules, EMT slabs, ethanol MD) into {root}")
+        make_demo_data(partial, size_spec, seed=seed, force=True, writer=writer)
+        partial.rename(root)
+    return root
+
+
+def demo_data(data: str | Path | None, size: str, size_spec: DemoSize, seed: int, say) -> DemoData:
+    """:func:`demo_folder` of fairchem 1.x LMDBs, checked to be complete."""
+    root = demo_folder(data, size, size_spec, seed, say)
     found = DemoData(root, demo_manifest(root))
     missing = [str(p) for p in (*found.val_sources().values(), found.root / ETHANOL_RAW) if not p.exists()]
     missing += [str(found.train / f"{s}.lmdb") for s in SOURCES if not (found.train / f"{s}.lmdb").exists()]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -146,11 +147,25 @@ VAL_FRACTION = 0.1
 MANIFEST = "manifest.json"
 
 
+#: ``writer(path, source, structures, sids, force)``: writes one source's split (``path`` without
+#: suffix) in a host's format, returns the number written
+SourceWriter = Callable[[Path, str, list[Atoms], list[int], bool], int]
+
+
+def write_lmdb_source(path: Path, source: str, structures: list[Atoms], sids: list[int], force: bool) -> int:
+    """fairchem 1.x: ``path.lmdb`` of ``AtomsToGraphs`` data (``sid`` = index in the source)."""
+    from fairchem_prune.datasets.lmdb_io import atoms_to_data, write_lmdb  # imports torch: not in the xTB workers
+
+    data = (atoms_to_data(atoms, sid=sid) for atoms, sid in zip(structures, sids))
+    return write_lmdb(path.with_suffix(".lmdb"), data, overwrite=force, progress=True, total=len(structures))
+
+
 def make_demo_data(out: str | Path, size: str | DemoSize = "standard", seed: int = 0, force: bool = False,
-                   workers: int | None = None) -> dict[str, int]:
+                   workers: int | None = None, writer: SourceWriter = write_lmdb_source) -> dict[str, int]:
     """Write the demo data under ``out`` (deterministic for ``seed``); returns counts per part.
 
-    * ``pretrain/{train,val}/{xtb_molecules,emt_slabs}.lmdb``: S2EF pre-training mix, one LMDB per
+    * ``pretrain/{train,val}/{xtb_molecules,emt_slabs}.lmdb`` (``writer``'s format; default fairchem
+      1.x LMDB): S2EF pre-training mix, one data set per
       source; G2 molecule conformers from 500 K xTB MD (no cell, no PBC, JMP's tag 2 on every atom)
       and EMT slabs with adsorbates (periodic, OC20's tags 0 / 1 / 2), energies in eV, forces in eV/Å.
     * ``raw/rmd17_ethanol.npz``: rMD17 format (``nuclear_charges``, ``coords``, ``energies``,
@@ -161,8 +176,6 @@ def make_demo_data(out: str | Path, size: str | DemoSize = "standard", seed: int
       energy (hartree), mu from the xTB dipole, A/B/C from the geometry, the other properties NaN.
     * ``manifest.json``: the size, the seed and the counts (``demo_manifest`` reads it).
     """
-    from fairchem_prune.datasets.lmdb_io import atoms_to_data, write_lmdb  # imports torch: not in the xTB workers
-
     size = SIZES[size] if isinstance(size, str) else size
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
@@ -206,9 +219,9 @@ def make_demo_data(out: str | Path, size: str | DemoSize = "standard", seed: int
             order = np.random.RandomState(int(next(seeds))).permutation(len(structures))
             n_val = max(1, int(VAL_FRACTION * len(structures)))
             for split, index in (("val", order[:n_val]), ("train", order[n_val:])):
-                data = (atoms_to_data(structures[i], sid=int(i)) for i in index)
-                counts[f"pretrain/{split}/{source}"] = write_lmdb(out / "pretrain" / split / f"{source}.lmdb", data,
-                                                                  overwrite=force, progress=True, total=len(index))
+                counts[f"pretrain/{split}/{source}"] = writer(out / "pretrain" / split / source, source,
+                                                              [structures[i] for i in index], [int(i) for i in index],
+                                                              force)
         raw = out / "raw"
         raw.mkdir(parents=True, exist_ok=True)
         _write_rmd17(raw / "rmd17_ethanol.npz", g2[RMD17_MOLECULE].numbers, rmd17.result())

@@ -224,17 +224,20 @@ def write_finetune_config(template: str | Path, checkpoint: str | Path, output: 
 
 def data_sources(template: str | Path, split: str | None = None) -> list[str]:
     """The ``src`` of every split (``split``: ``train`` or ``val``, only those of its data set) in the
-    data YAMLs ``template`` includes (paths as written: create_uma_finetune_dataset.py writes them
-    relative to the folder it ran in)."""
+    template's own ``dataset_configs`` and the data YAMLs it includes (paths as written:
+    create_uma_finetune_dataset.py writes them relative to the folder it ran in)."""
     template = Path(template)
     config = yaml.safe_load(template.read_text())
-    sources = []
+    sections = (f"{split}_dataset",) if split else ("train_dataset", "val_dataset")
+    sources = [part["src"] for section in sections  # data written into the template itself
+               for dataset in ((config.get(section) or {}).get("dataset_configs") or {}).values() if isinstance(dataset, dict)
+               for part in (dataset.get("splits") or {}).values() if isinstance(part, dict) and isinstance(part.get("src"), str)]
     for name in _data_defaults(config, template):
         data = yaml.safe_load((template.parent / "data" / f"{name}.yaml").read_text()) or {}
-        for section in (f"{split}_dataset",) if split else ("train_dataset", "val_dataset"):
-            for split in ((data.get(section) or {}).get("splits") or {}).values():
-                if isinstance(split, dict) and isinstance(split.get("src"), str):
-                    sources.append(split["src"])
+        for section in sections:
+            for part in ((data.get(section) or {}).get("splits") or {}).values():
+                if isinstance(part, dict) and isinstance(part.get("src"), str):
+                    sources.append(part["src"])
     return sources
 
 

@@ -29,20 +29,20 @@ TIMING = "fairchem_prune_run.json"
 class FinetuneRun:
     name: str
     kept_blocks: list[int]  # positions in the checkpoint it is sliced from
-    checkpoint: Path        # the sliced checkpoint it starts from
+    checkpoint: Path | None  # the sliced checkpoint it starts from (None: random weights, the config's model)
     config: Path
     log: Path
     paths: RunPaths
     sliced: bool = True     # checkpoint is the slice of kept_blocks that prepare makes; else it is given
 
     @classmethod
-    def under(cls, out: Path, name: str, kept_blocks: list[int], start: Path | None = None) -> "FinetuneRun":
+    def under(cls, out: Path, name: str, kept_blocks: list[int], start: Path | None = None, **more) -> "FinetuneRun":
         """The run ``name`` laid out under ``out``: ``checkpoints/<name>.pt`` (or ``start``: the run
         trains that checkpoint, e.g. a distilled student), ``configs/<name>.yaml``, ``logs/<name>.log``,
-        ``runs/<name>/``."""
+        ``runs/<name>/``; ``more``: a subclass's fields."""
         return cls(name=name, kept_blocks=list(kept_blocks), checkpoint=start or out / "checkpoints" / f"{name}.pt",
                    config=out / "configs" / f"{name}.yaml", log=out / "logs" / f"{name}.log",
-                   paths=RunPaths((out / "runs").resolve(), name), sliced=start is None)
+                   paths=RunPaths((out / "runs").resolve(), name), sliced=start is None, **more)
 
     @property
     def finished(self) -> bool:
