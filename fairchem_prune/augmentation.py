@@ -13,7 +13,7 @@ Units: Å, eV/Å, fs, K (ASE's unit system, :mod:`ase.units`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from ase import units
@@ -58,10 +58,6 @@ class Augmentation:
         if self.rattle_fraction:
             batch = rattle(batch, self.rattle_fraction, self.rattle_sigma, generator)
         return batch
-
-    def settings(self) -> dict:
-        """The fields, by name."""
-        return {f.name: getattr(self, f.name) for f in fields(Augmentation)}
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:

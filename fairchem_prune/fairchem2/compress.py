@@ -142,12 +142,13 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     candidates = [FinetuneRun.under(out, f"br_{k}b", kept[k]) for k in counts]
     runs = [reference, *candidates]
     prepare(runs, template, checkpoint, say=_say, **finetune)
-    students = [FinetuneRun.under(out, f"distill_{c.name[3:]}", c.kept_blocks, start=c.checkpoint) for c in candidates]
-    if distill:
+    students = [FinetuneRun.under(out, f"distill_{c.name[3:]}", c.kept_blocks, start=c.checkpoint)
+                for c in candidates] if distill else []
+    if students:
         prepare(students, distill["template"], checkpoint, say=_say, **{**finetune, **distill["run"]})
-    train_all([*runs, *(students if distill else [])], say=_say)
+    train_all([*runs, *students], say=_say)
     distilled = [FinetuneRun.under(out, f"kd_{c.name[3:]}", c.kept_blocks, start=s.paths.final_checkpoint)
-                 for c, s in zip(candidates, students)] if distill else []
+                 for c, s in zip(candidates, students)]
     prepare(distilled, template, checkpoint, say=_say, **finetune)
     train_all(distilled, say=_say)
 
@@ -192,15 +193,15 @@ def _distill_settings(settings: CompressSettings, template: Path, checkpoint: Pa
     :class:`~fairchem_prune.fairchem2.distill.DistillSettings` of the full model as the teacher; the
     steps that see ``distill_samples`` structures, one pass over the template's training structures by
     default, with a validation at the end) and the number of structures."""
+    from fairchem_prune.fairchem2.checkpoints import read_inference_checkpoint
     from fairchem_prune.fairchem2.data import dataset_size
-    from fairchem_prune.fairchem2.distill import DistillSettings
+    from fairchem_prune.fairchem2.distill import DistillSettings, budget_steps
     from fairchem_prune.fairchem2.finetune import config_value, read_template
 
     if settings.distill is None:
         if settings.distill_samples is not None:
             raise PruneError("--distill-samples needs --distill (the pre-training structures)")
         return None
-    from fairchem_prune.fairchem2.checkpoints import read_inference_checkpoint
 
     distill = Path(settings.distill)
     dataset, train = template_data(distill)
@@ -218,7 +219,7 @@ def _distill_settings(settings: CompressSettings, template: Path, checkpoint: Pa
     batch = settings.batch_size or config_value(read_template(distill), "batch_size")
     if not isinstance(batch, int):
         raise PruneError(f"the batch size of {distill} is {batch!r}, not a number; give --batch-size")
-    steps = -(-samples // batch)
+    steps = budget_steps(samples, batch)
     return {"template": distill, "samples": samples, "steps": steps,
             "run": {"steps": steps, "epochs": None, "distill": DistillSettings(teacher=checkpoint)}}
 

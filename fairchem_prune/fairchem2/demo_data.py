@@ -30,8 +30,8 @@ FINETUNE_TEMPLATE = "uma_sm_finetune_template.yaml"
 ETHANOL_TASK = "omol"
 
 
-def write_aselmdb(folder: Path, structures: list[Atoms], info: dict, force: bool = False) -> int:
-    """``folder/data.0000.aselmdb`` (each structure's ``atoms.info`` updated with ``info`` stored as its
+def write_aselmdb(folder: Path, structures: list[Atoms], sids: list[int], info: dict, force: bool = False) -> int:
+    """``folder/data.0000.aselmdb`` (each structure's ``atoms.info`` with its ``sid`` and ``info`` as its
     row data, as fairchem's script stores it) and ``folder/metadata.npz`` (``natoms``); returns the count.
     An existing folder is an error unless ``force``."""
     from ase.db import connect
@@ -44,8 +44,8 @@ def write_aselmdb(folder: Path, structures: list[Atoms], info: dict, force: bool
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     with connect(str(folder / DATABASE)) as db:
-        for atoms in structures:
-            db.write(atoms, data={**atoms.info, **info})
+        for atoms, sid in zip(structures, sids):
+            db.write(atoms, data={**atoms.info, "sid": str(sid), **info})
     np.savez_compressed(folder / "metadata.npz", natoms=np.array([len(a) for a in structures]))
     return len(structures)
 
@@ -54,9 +54,7 @@ def write_source(path: Path, source: str, structures: list[Atoms], sids: list[in
     """``make_demo_data``'s writer on fairchem 2: one source's split as an ASE-LMDB folder ``path``,
     with the charge and spin of its task (:data:`SOURCE_TASKS`) and ``sid`` = index in the source."""
     charge, spin = default_charge_spin(SOURCE_TASKS[source])
-    for atoms, sid in zip(structures, sids):
-        atoms.info.update(sid=str(sid))
-    return write_aselmdb(path, structures, {"charge": charge, "spin": spin}, force)
+    return write_aselmdb(path, structures, sids, {"charge": charge, "spin": spin}, force)
 
 
 @dataclass(frozen=True)
@@ -122,11 +120,8 @@ def ethanol_task(mix: MixData, out: Path, sizes: tuple[int, int, int], seed: int
     counts = split_sizes(len(structures), rmd17.split(raw, wanted), wanted, str(raw))
     charge, spin = default_charge_spin(ETHANOL_TASK)
     for split, index in split_indices(len(structures), counts, seed).items():
-        chosen = []
-        for i in index:
-            structures[i].info.update(sid=str(int(i)))
-            chosen.append(structures[i])
-        write_aselmdb(out / split, chosen, {"charge": charge, "spin": spin}, force=True)
+        write_aselmdb(out / split, [structures[i] for i in index], [int(i) for i in index],
+                      {"charge": charge, "spin": spin}, force=True)
     rms, references = normaliser_and_references(out / "train")
     with mock.patch.object(script, "TEMPLATE_DIR", config_path("fairchem2/uma_finetune")):
         script.create_yaml(train_path=str(out / "train"), val_path=str(out / "val"), force_rms=rms,

@@ -7,13 +7,14 @@ metrics and validation curve.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from fairchem_prune.errors import PruneError
 from fairchem_prune.fairchem2.demo_data import SOURCE_TASKS, MixData, normaliser_and_references
-from fairchem_prune.fairchem2.finetune import RunPaths, check_config, read_metrics
+from fairchem_prune.fairchem2.finetune import check_config, read_metrics
 from fairchem_prune.fairchem2.runs import FinetuneRun
 from fairchem_prune.files import atomic_path
 from fairchem_prune.resources import config_path
@@ -25,9 +26,7 @@ _ANCHORS = ("omol_dataset", "oc20_dataset", "energy_loss", "forces_loss")
 
 def teacher_run(out: Path) -> FinetuneRun:
     """The teacher's run under ``out``: ``configs/teacher.yaml``, ``logs/teacher.log``, ``runs/teacher/``."""
-    return FinetuneRun(name="teacher", kept_blocks=[], checkpoint=None, config=out / "configs" / "teacher.yaml",
-                       log=out / "logs" / "teacher.log", paths=RunPaths((out / "runs").resolve(), "teacher"),
-                       sliced=False)
+    return replace(FinetuneRun.under(out, "teacher", []), checkpoint=None, sliced=False)
 
 
 def _mix_config(mix: MixData, epochs: int | None) -> dict:

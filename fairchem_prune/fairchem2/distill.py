@@ -36,7 +36,8 @@ energies are not matched either. Both stay 1.x options.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -56,6 +57,11 @@ COLLATER = "fairchem_prune.fairchem2.distill.TaskLabels"
 #: drawn in proportion to its size, equally, or to size^(1/T))
 SAMPLING = {"proportional": {"type": "temperature", "temperature": 1.0}, "uniform": {"type": "balanced"},
             "temperature": {"type": "temperature"}}
+
+
+def budget_steps(samples: int, batch_size: int) -> int:
+    """The steps of batches of ``batch_size`` that see ``samples`` structures (the last batch may overlap)."""
+    return math.ceil(samples / batch_size)
 
 
 def check_settings(n2n_weight: float, node_irreps: str, augmentation: Augmentation | None = None) -> None:
@@ -283,7 +289,7 @@ class DistillSettings:
         unit.update({"_target_": DISTILL_UNIT, "teacher_checkpoint": str(Path(self.teacher).resolve()),
                      "n2n_weight": float(self.n2n_weight), "node_irreps": self.node_irreps, "tasks": "${distill_tasks}"})
         if self.augmentation != Augmentation():
-            unit.update(augmentation=self.augmentation.settings(), seed=self.seed)
+            unit.update(augmentation=asdict(self.augmentation), seed=self.seed)
         model = unit["model"]
         if model.get("_target_") != FAIRCHEM_FINETUNING_MODEL:
             raise PruneError("--layer-decay is for fine-tuning; a distillation trains every block at one rate")
@@ -303,8 +309,6 @@ class DistillSettings:
 
     def _apply_budget(self, config: dict) -> None:
         """``--samples`` as the run's steps, ``--sampling`` as the template's ``combined_dataset_config``."""
-        import math
-
         from fairchem_prune.fairchem2.finetune import config_value, set_length
 
         if self.sampling is not None:
@@ -324,4 +328,4 @@ class DistillSettings:
             batch = config.get("batch_size", config_value(config, "train_dataloader.batch_sampler_fn.batch_size"))
             if not isinstance(batch, int):
                 raise PruneError(f"the template's batch size is {batch!r}, not a number; give --batch-size")
-            set_length(config, None, math.ceil(self.samples / batch))
+            set_length(config, None, budget_steps(self.samples, batch))

@@ -229,16 +229,13 @@ def data_sources(template: str | Path, split: str | None = None) -> list[str]:
     template = Path(template)
     config = yaml.safe_load(template.read_text())
     sections = (f"{split}_dataset",) if split else ("train_dataset", "val_dataset")
-    sources = [part["src"] for section in sections  # data written into the template itself
-               for dataset in ((config.get(section) or {}).get("dataset_configs") or {}).values() if isinstance(dataset, dict)
-               for part in (dataset.get("splits") or {}).values() if isinstance(part, dict) and isinstance(part.get("src"), str)]
+    datasets = [dataset for section in sections  # data written into the template itself
+                for dataset in ((config.get(section) or {}).get("dataset_configs") or {}).values()]
     for name in _data_defaults(config, template):
         data = yaml.safe_load((template.parent / "data" / f"{name}.yaml").read_text()) or {}
-        for section in sections:
-            for part in ((data.get(section) or {}).get("splits") or {}).values():
-                if isinstance(part, dict) and isinstance(part.get("src"), str):
-                    sources.append(part["src"])
-    return sources
+        datasets += [data.get(section) for section in sections]
+    return [part["src"] for dataset in datasets if isinstance(dataset, dict)
+            for part in (dataset.get("splits") or {}).values() if isinstance(part, dict) and isinstance(part.get("src"), str)]
 
 
 def check_config(path: Path) -> None:
