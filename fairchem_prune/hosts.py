@@ -33,7 +33,7 @@ COMMANDS = {
     },
     2: {
         "slice": "slice", "relevance": "relevance", "ablate": "ablate", "finetune-config": "finetune_config",
-        "distill-config": "distill_config",
+        "distill-config": "distill_config", "demo": "demo",
         "benchmark": "benchmark", "md-check": "md_check", "compress": "compress",
     },
 }

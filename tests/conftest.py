@@ -18,6 +18,7 @@ from fairchem.core.datasets import data_list_collater
 from fairchem.core.preprocessing import AtomsToGraphs
 
 import fairchem_prune.models.gemnet_oc_reduced  # noqa: F401  (registers the names in this process)
+from slurm_cluster import pytest_collection_modifyitems  # noqa: F401  (the slurm marker's skip)
 
 FAIRCHEM = Path(sys.executable).parent / "fairchem"
 
@@ -305,34 +306,6 @@ def rotated_outputs(model, atoms, seed: int = 5):
     moved.positions = atoms.positions @ rot.T + np.array([0.7, -1.3, 0.4])
     moved.cell = atoms.cell[:] @ rot.T
     return rot, energy_forces(model, to_batch([atoms])), energy_forces(model, to_batch([moved]))
-
-
-def _slurm_cluster() -> str | None:
-    """Why no Slurm cluster answers (None when one does)."""
-    import shutil
-    import subprocess
-
-    if shutil.which("sinfo") is None:
-        return "no Slurm client on PATH"
-    result = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True, timeout=30)
-    if result.returncode != 0 or "idle" not in result.stdout.split() and "mix" not in result.stdout.split():
-        return "no idle Slurm node answers sinfo"
-    return None
-
-
-def pytest_collection_modifyitems(config, items):
-    """Tests marked ``slurm`` skip with one line where no cluster runs; under CI (``CI=true``), where
-    .ci/run starts one with .ci/slurm.sh, a missing cluster stops the session."""
-    marked = [item for item in items if item.get_closest_marker("slurm")]
-    if not marked:
-        return
-    reason = _slurm_cluster()
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        raise pytest.UsageError(f"CI=true but {reason}: .ci/run starts the cluster with .ci/slurm.sh start")
-    for item in marked:
-        item.add_marker(pytest.mark.skip(reason=f"{reason} (start one: .ci/slurm.sh start; eval \"$(.ci/slurm.sh env)\")"))
 
 
 @pytest.fixture(scope="session")

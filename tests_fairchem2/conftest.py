@@ -16,6 +16,9 @@ import pytest
 import torch
 from ase import Atoms
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the helpers both suites share
+from slurm_cluster import pytest_collection_modifyitems  # noqa: E402, F401  (the slurm marker's skip)
+
 FIXTURES = Path(__file__).parent / "fixtures" / "uma"
 UMA_TINY = FIXTURES / "uma_tiny.pt"
 #: hand-made reduced checkpoints: name in reference.npz -> (file, blocks of the full model)

@@ -70,16 +70,16 @@ QUICK = DemoSettings(
 )
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
-def _stage(out: Path, name: str, force: bool, compute, figures: dict | None = None) -> dict:
+def stage(out: Path, name: str, force: bool, compute, figures: dict | None = None) -> dict:
     """The stage's ``out/<name>.json`` (:func:`~fairchem_prune.files.json_stage`); ``figures``: file
     name under ``out`` -> ``draw(result, path)``."""
     path = out / f"{name}.json"
     if path.exists() and not force:
-        _say(f"{name}: found {path}, skipped")
+        say(f"{name}: found {path}, skipped")
     return json_stage(path, compute, force, {out / f: draw for f, draw in (figures or {}).items()})[0]
 
 
@@ -106,9 +106,9 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
     out.mkdir(parents=True, exist_ok=True)
     if kd_seeds < 1:
         raise PruneError(f"--kd-seeds must be at least 1, got {kd_seeds}")
-    _check_settings(out, {"quick": quick, "data": str(Path(data).resolve()) if data else None,
+    check_settings(out, {"quick": quick, "data": str(Path(data).resolve()) if data else None,
                           "teacher": str(Path(teacher).resolve()) if teacher else None, "train_teacher": train_teacher,
-                          "kd_seeds": kd_seeds, "kd_options": kd_options},
+                          "kd_seeds": kd_seeds, "kd_options": kd_options, "host": "fairchem1"},
                     force)
     if force:
         for folder in ("reduction", "finetune"):
@@ -116,29 +116,29 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
         for log in (out / "logs").glob("*.done"):
             log.unlink()
 
-    _say(f"1/8 data{' (quick)' if quick else ''}")
-    mix = demo_data(data, settings.data_size, settings.data_spec, 0, _say)
-    ethanol = downstream_data(mix, out / "data" / "ethanol", settings.ethanol_sizes, force, _say)
+    say(f"1/8 data{' (quick)' if quick else ''}")
+    mix = demo_data(data, settings.data_size, settings.data_spec, 0, say)
+    ethanol = downstream_data(mix, out / "data" / "ethanol", settings.ethanol_sizes, force, say)
 
-    _say("2/8 teacher")
+    say("2/8 teacher")
     teacher_path, record = teacher_stage(out, mix, settings, str(teacher) if teacher else None, train_teacher,
-                                         fairchem_args, force, _say)
+                                         fairchem_args, force, say)
 
     if record.get("val_curve") and (force or not (out / "teacher_curve.png").exists()):
         report.plot_teacher_curve(record["val_curve"], out / "teacher_curve.png")
 
-    _say("3/8 block relevance (GradCAM) per pre-training source")
+    say("3/8 block relevance (GradCAM) per pre-training source")
     from fairchem_prune.md_check import format_table as md_table
     from fairchem_prune.md_check import plot_energies
     from fairchem_prune.relevance import plot_relevance
 
-    relevance = _stage(out, "relevance", force, lambda: reduction.relevance(teacher_path, mix, settings.relevance_samples, device),
+    relevance = stage(out, "relevance", force, lambda: reduction.relevance(teacher_path, mix, settings.relevance_samples, device),
                        {"relevance.png": plot_relevance})
     table_rel = report.relevance_table(relevance)
     print("\nFig. 2 analogue: GradCAM block relevance (combined) per source:\n" + table_rel)
 
     counts = reduction.reduced_counts(record["blocks"], settings.reductions)
-    _say(f"4/8 block reduction to {counts} blocks, with and without distillation")
+    say(f"4/8 block reduction to {counts} blocks, with and without distillation")
 
     option_blocks = counts[min(1, len(counts) - 1)]
 
@@ -148,9 +148,9 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
         options = reduction.OPTIONS if kd_options else None
         runs = reduction.distillation_runs(teacher_path, record["architecture"], counts, mix, settings, folder,
                                            out / "logs", seeds=kd_seeds, options=options, option_blocks=option_blocks)
-        kd = reduction.distill(runs, fairchem_args, workers, folder, _say)
+        kd = reduction.distill(runs, fairchem_args, workers, folder, say)
         models = {"teacher": teacher_path, **{f"br_{k}b": br[k] for k in counts}, **kd}
-        _say(f"reduction: scoring {len(models)} models on {', '.join(mix.val_sources())}")
+        say(f"reduction: scoring {len(models)} models on {', '.join(mix.val_sources())}")
         from fairchem_prune.checkpoints import checkpoint_model_config, read_checkpoint
         from fairchem_prune.params import count_config_parameters
 
@@ -160,13 +160,13 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
                   "metrics": reduction.evaluate_models(models, mix, device)}
         if options:
             present = {name: extra for name, extra in options.items() if reduction.run_name(option_blocks, 0, name) in runs}
-            _say(f"reduction: timing the distillation options at {option_blocks} blocks")
+            say(f"reduction: timing the distillation options at {option_blocks} blocks")
             result["options"] = {"blocks": option_blocks, "names": list(present),
                                  "cost": reduction.option_costs(runs[reduction.run_name(option_blocks)], present,
                                                                 folder / "distill_cost.json")}
         return result
 
-    reduced = _stage(out, "reduction", force, reduce)
+    reduced = stage(out, "reduction", force, reduce)
     table1 = report.reduction_table(record["blocks"], counts, reduced["metrics"], reduced["params"], reduced["seeds"])
     print("\nTable 1 analogue: validation force MAE (meV/Å) per pre-training source, gap to the teacher:\n" + table1)
     table_lb = report.leaderboard_table(record["blocks"], counts, reduced["metrics"], reduced["seeds"])
@@ -176,48 +176,48 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
         print(f"\nDistillation options at {reduced['options']['blocks']} blocks:\n" + table_options)
 
     scratch = [counts[len(counts) // 2]]
-    _say(f"5/8 fine-tuning on ethanol ({settings.ft_epochs} epochs each; scratch baseline at {scratch[0]} blocks)")
+    say(f"5/8 fine-tuning on ethanol ({settings.ft_epochs} epochs each; scratch baseline at {scratch[0]} blocks)")
 
     def finetune() -> dict:
         kd = {k: Path(reduced["checkpoints"][f"kd_{k}b"]) for k in counts}
         runs = ft.finetune_runs(teacher_path, record, counts, kd, scratch, ethanol, settings, out / "finetune", out / "logs")
         from fairchem_prune.fairchem_runs import train_all
 
-        train_all([r.run for r in runs], fairchem_args, workers, say=lambda m: _say(f"finetune: {m}"))
+        train_all([r.run for r in runs], fairchem_args, workers, say=lambda m: say(f"finetune: {m}"))
         return {"epochs": settings.ft_epochs, "workers": workers, "rows": ft.score_runs(runs, ethanol, device)}
 
-    tuned = _stage(out, "finetune", force, finetune, {"finetune.png": lambda r, p: report.plot_finetune(r["rows"], p),
+    tuned = stage(out, "finetune", force, finetune, {"finetune.png": lambda r, p: report.plot_finetune(r["rows"], p),
                                                       "finetune_curves.png": lambda r, p: report.plot_curves(r["rows"], p)})
     table_ft = report.finetune_table(tuned["rows"])
     print("\nFig. 3 analogue: ethanol test MAE after fine-tuning:\n" + table_ft)
 
     md_blocks = sorted({counts[min(1, len(counts) - 1)], counts[-1]}, reverse=True)
-    _say(f"6/8 molecular dynamics of the fine-tuned models (teacher size, {md_blocks} blocks) on ethanol")
-    md = _stage(out, "md", force, lambda: _md_check(out, tuned["rows"], record["blocks"], md_blocks, ethanol, settings),
+    say(f"6/8 molecular dynamics of the fine-tuned models (teacher size, {md_blocks} blocks) on ethanol")
+    md = stage(out, "md", force, lambda: _md_check(out, tuned["rows"], record["blocks"], md_blocks, ethanol, settings),
                 {"md.png": plot_energies})
     table_md = md_table(md)
     print("\nMolecular dynamics (NVE) of the fine-tuned models:\n" + table_md)
 
-    _say("7/8 efficiency benchmark (Table 2 analogue)")
-    bench = _stage(out, "benchmark", force, lambda: _benchmark(out, teacher_path, record, counts, mix, settings, device))
+    say("7/8 efficiency benchmark (Table 2 analogue)")
+    bench = stage(out, "benchmark", force, lambda: _benchmark(out, teacher_path, record, counts, mix, settings, device))
     table2 = report.efficiency_table(bench)
     print("\nTable 2 analogue:\n" + table2)
 
-    _say("8/8 report")
+    say("8/8 report")
     checks = report.findings(relevance, counts, reduced["metrics"], tuned["rows"], reduced["seeds"])
     report.write_report(out / "report.md", _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench,
                                                      checks, tuned, reduced, table_options, table_md, table_lb))
     print("\nFindings:\n" + "\n".join(f"- {line}" for line in checks))
-    _say(f"done: {out / 'report.md'}")
+    say(f"done: {out / 'report.md'}")
     return {"reduction": reduced, "finetune": tuned, "benchmark": bench, "findings": checks}
 
 
-def _check_settings(out: Path, settings: dict, force: bool) -> None:
+def check_settings(out: Path, settings: dict, force: bool) -> None:
     """Results under ``out`` are reused only by a run with the same settings (``out/demo.json``)."""
     path = out / "demo.json"
     if path.exists() and not force:
         before = json.loads(path.read_text())
-        defaults = {"kd_seeds": 1, "kd_options": False}  # runs from before these settings existed
+        defaults = {"kd_seeds": 1, "kd_options": False, "host": "fairchem1"}  # runs from before these settings existed
         changed = [key for key in settings if before.get(key, defaults.get(key)) != settings[key]]
         if changed:
             raise PruneError(f"{out} holds a demo run with other settings ({', '.join(f'{k}: {before.get(k)}' for k in changed)}); "

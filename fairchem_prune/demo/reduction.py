@@ -12,6 +12,7 @@ from fairchem.core.common.utils import load_config
 
 from fairchem_prune.architectures import by_name
 from fairchem_prune.fairchem_runs import FairchemRun, train_all
+from fairchem_prune.demo.report import run_name
 from fairchem_prune.resources import config_path
 
 
@@ -50,13 +51,6 @@ OPTIONS = {
     "Jacobian rows": {"jacobian_weight": 1.0, "jacobian_rows": 1},
     "per-atom energies": {"atom_energy_weight": 1.0},
 }
-
-
-def run_name(k: int, seed: int = 0, option: str | None = None) -> str:
-    """``kd_<k>b`` (seed 0), ``kd_<k>b_s<seed>``, ``kd_<k>b_<option>`` (seed 0, e.g. ``kd_4b_teacher_md``)."""
-    if option is not None:
-        return f"kd_{k}b_{option.lower().replace(' ', '_').replace('-', '_')}"
-    return f"kd_{k}b" if seed == 0 else f"kd_{k}b_s{seed}"
 
 
 def distillation_runs(teacher: Path, architecture: str, counts: list[int], data, settings, folder: Path,

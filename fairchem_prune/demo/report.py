@@ -12,6 +12,13 @@ INIT_STYLE = {"BR": ("tab:blue", "o"), "BR/RandomMLP": ("tab:orange", "s"), "BR+
               "scratch": ("tab:gray", "x")}
 
 
+def run_name(k: int, seed: int = 0, option: str | None = None) -> str:
+    """``kd_<k>b`` (seed 0), ``kd_<k>b_s<seed>``, ``kd_<k>b_<option>`` (seed 0, e.g. ``kd_4b_teacher_md``)."""
+    if option is not None:
+        return f"kd_{k}b_{option.lower().replace(' ', '_').replace('-', '_')}"
+    return f"kd_{k}b" if seed == 0 else f"kd_{k}b_s{seed}"
+
+
 def _mev(value: float) -> str:
     return f"{1000 * value:.1f}"
 
@@ -24,24 +31,40 @@ def relevance_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def teacher_convergence(curve: list[list[float]], last: int = 5) -> str:
-    """One sentence on a teacher's ``[[epoch, validation force MAE (eV/Å)], ...]``: its best value and
-    how much the last ``last`` validations still changed it."""
-    epochs, values = zip(*curve)
-    best = int(np.argmin(values))
-    tail = values[-min(last, len(values))]
-    return (f"best validation force MAE {_mev(values[best])} meV/Å at epoch {epochs[best]:g} of {epochs[-1]:g}; "
-            f"the last {min(last, len(values))} validations changed it by {100 * (values[-1] / tail - 1):+.1f}%")
+def _curve_series(curve: list[list[float]], columns: list[str] | None) -> list[tuple[str, list[float]]]:
+    """(label, values) of each force-MAE column of ``[[epoch, MAE, ...], ...]``; ``columns``: the
+    columns' names (``"omol force MAE (eV/Å)"`` labels ``omol``), else one unnamed series."""
+    names = [c.split(" force")[0] for c in (columns or [])[1:]] or [""] * (len(curve[0]) - 1)
+    return [(name, [row[i] for row in curve]) for i, name in enumerate(names, 1)]
 
 
-def plot_teacher_curve(curve: list[list[float]], path: Path) -> None:
-    """The teacher's validation force MAE against the training epoch."""
+def teacher_convergence(curve: list[list[float]], last: int = 5, columns: list[str] | None = None) -> str:
+    """One sentence on a teacher's ``[[epoch, validation force MAE (eV/Å), ...], ...]`` (one MAE per
+    ``columns`` name after the first): its best value and how much the last ``last`` validations still
+    changed it."""
+    epochs = [row[0] for row in curve]
+    parts = []
+    for name, values in _curve_series(curve, columns):
+        best = int(np.argmin(values))
+        tail = values[-min(last, len(values))]
+        parts.append(f"{name + ' ' if name else ''}best validation force MAE {_mev(values[best])} meV/Å at epoch "
+                     f"{epochs[best]:g} of {epochs[-1]:g}; the last {min(last, len(values))} validations changed it "
+                     f"by {100 * (values[-1] / tail - 1):+.1f}%")
+    return "; ".join(parts)
+
+
+def plot_teacher_curve(curve: list[list[float]], path: Path, columns: list[str] | None = None) -> None:
+    """The teacher's validation force MAE (one line per ``columns`` name after the first) against the
+    training epoch."""
     plt = _pyplot()
-    epochs, values = zip(*curve)
+    epochs = [row[0] for row in curve]
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    ax.plot(epochs, 1000 * np.array(values), marker=".", color="tab:blue")
+    for name, values in _curve_series(curve, columns):
+        ax.plot(epochs, 1000 * np.array(values), marker=".", label=name or None)
     ax.set_yscale("log")
     ax.set(xlabel="epoch", ylabel="validation force MAE (meV/Å)", title="teacher pre-training on the demo mix")
+    if columns:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
@@ -49,8 +72,6 @@ def plot_teacher_curve(curve: list[list[float]], path: Path) -> None:
 
 def kd_forces(metrics: dict, k: int, source: str, seeds: int) -> list[float]:
     """Validation force MAE (eV/Å) of each seed's k-block student on ``source``."""
-    from fairchem_prune.demo.reduction import run_name
-
     return [metrics[run_name(k, seed)][source]["forces_mae"] for seed in range(seeds)]
 
 
@@ -93,8 +114,6 @@ def leaderboard_table(teacher_blocks: int, counts: list[int], metrics: dict, see
     """Table 1's models in the S2EF leaderboard's terms, per source: EFwT (%, the share of structures
     with energy within 0.02 eV and every force within 0.03 eV/Å), energy MAE (meV) and force cosine;
     BR+KD as mean ± standard deviation over ``seeds``. "-": a result from before EFwT was scored."""
-    from fairchem_prune.demo.reduction import run_name
-
     sources = list(metrics["teacher"])
     columns = (("energy_forces_within_threshold", 100, 1), ("energy_mae", 1000, 1), ("forces_cosine_similarity", 1, 3))
 
@@ -117,8 +136,6 @@ def leaderboard_table(teacher_blocks: int, counts: list[int], metrics: dict, see
 
 def options_table(reduced: dict) -> str:
     """The distillation options at one block count: force MAE and gap closed per source, cost per step."""
-    from fairchem_prune.demo.reduction import run_name
-
     metrics, k, options = reduced["metrics"], reduced["options"]["blocks"], reduced["options"]
     sources = list(metrics["teacher"])
     lines = ["| objective | " + " | ".join(f"{s} BR+KD | {s} closed" for s in sources) + " | cost per step |",

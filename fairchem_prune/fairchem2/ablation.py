@@ -24,6 +24,7 @@ from pathlib import Path
 from fairchem_prune.ablation_report import format_summary, plot_summary, relevance_scores
 from fairchem_prune.errors import PruneError
 from fairchem_prune.fairchem2 import runs as runs_module
+from fairchem_prune.fairchem2.finetune import metric_values
 from fairchem_prune.fairchem2.runs import FinetuneRun
 from fairchem_prune.files import atomic_path
 
@@ -92,7 +93,7 @@ def summarize(runs: list[AblationRun], out: str | Path, metric: str | None = Non
                "checkpoint": str(run.paths.final_checkpoint), "log": str(run.log), "seconds": None}
         last = run.last_validation()
         if last is not None:
-            row["metrics"] = {k: v for k, v in last.items() if k not in ("split", "step")}
+            row["metrics"] = metric_values(last)
             row["step"] = last["step"]
         row["seconds"] = run.seconds
         rows.append(row)

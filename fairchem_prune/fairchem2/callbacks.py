@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from torchtnt.framework.callback import Callback
@@ -13,8 +14,9 @@ METRICS_FILE = "metrics.jsonl"
 
 class MetricsLog(Callback):
     """torchtnt callback: JSON lines in ``<log_dir>/metrics.jsonl`` (rank 0): ``{"split": "train",
-    "step", "epoch", "loss", "lr"}`` per train step and ``{"split": "val", "step", "loss", "<dataset>,
-    <task>,<metric>": ...}`` per evaluation (the values fairchem's eval unit logs, this rank's share)."""
+    "step", "epoch", "loss", "lr", "time"}`` per train step and ``{"split": "val", "step", "time", "loss",
+    "<dataset>,<task>,<metric>": ...}`` per evaluation (the values fairchem's eval unit logs, this rank's
+    share); ``time``: seconds since the epoch (``time.time()``) at the record's writing."""
 
     def __init__(self, path: str | None = None):
         self.path = Path(path) if path else None
@@ -27,7 +29,7 @@ class MetricsLog(Callback):
         path = self.path or Path(unit.job_config.metadata.log_dir) / METRICS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(json.dumps({**record, "time": time.time()}) + "\n")
 
     def on_train_step_end(self, state, unit) -> None:
         loss = unit.last_loss

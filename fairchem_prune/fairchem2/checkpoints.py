@@ -50,7 +50,7 @@ def resolve_path(name_or_path: str | Path) -> Path:
 
 def read_inference_checkpoint(path: str | Path, need_ema: bool = False):
     """The ``MLIPInferenceCheckpoint`` at ``path`` (a file, or a model name in fairchem's cache:
-    :func:`resolve_path`) on the CPU, or PruneError naming the problem: no such file, a fairchem 1.x
+    :func:`resolve_path`) on the CPU, its configs as plain data, or PruneError naming the problem: no such file, a fairchem 1.x
     checkpoint, not a torch file, missing fields, no EMA weights when ``need_ema``."""
     from fairchem.core.units.mlip_unit.api.inference import MLIPInferenceCheckpoint
 
@@ -71,7 +71,20 @@ def read_inference_checkpoint(path: str | Path, need_ema: bool = False):
     if need_ema and not has_ema(checkpoint):
         raise PruneError(f"checkpoint {path} has no EMA weights (ema_state_dict is empty); use its raw weights "
                          "(leave --ema out)")
+    for name in ("model_config", "tasks_config"):  # plain data: fairchem's training stores omegaconf configs
+        setattr(checkpoint, name, _plain(getattr(checkpoint, name)))
     return checkpoint
+
+
+def _plain(value):
+    """``value`` with every omegaconf config in it (at any depth of dicts and lists) as plain dicts and lists."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, list) else value
 
 
 def has_ema(checkpoint) -> bool:

@@ -234,11 +234,12 @@ def _distillation_record(distill: dict, students: list[FinetuneRun]) -> dict:
 def _distilled_on(record: dict) -> str:
     """The report's sentence on the distillations."""
     from fairchem_prune.fairchem2.ablation import default_metric
+    from fairchem_prune.fairchem2.finetune import metric_values
 
     gaps = []
     for name, last in record["gap"].items():
         if last:
-            metric = default_metric({k: v for k, v in last.items() if k not in ("split", "step")})
+            metric = default_metric(metric_values(last))
             gaps.append(f"{name} {metric} {last[metric]:.4g}")
     return (f"distilled from the full model on the structures of `{record['template']}` ({record['samples']} "
             f"structures, {record['steps']} steps; the teacher's energies, forces and stress as targets plus "
@@ -273,11 +274,12 @@ def _relevance(checkpoint: Path, train: Path, task: str, settings: CompressSetti
 def _metric(reference: FinetuneRun) -> str:
     """The forces MAE of the task's validation (else its energy MAE), as fairchem names it."""
     from fairchem_prune.fairchem2.ablation import default_metric
+    from fairchem_prune.fairchem2.finetune import metric_values
 
     last = reference.last_validation()
     if not last:
         raise PruneError(f"run {reference.name} recorded no validation ({reference.paths.metrics}); see {reference.log}")
-    metric = default_metric({k: v for k, v in last.items() if k not in ("split", "step")})
+    metric = default_metric(metric_values(last))
     if metric == "loss":
         raise PruneError(f"the validation of {reference.name} has no forces or energy MAE ({sorted(last)})")
     return metric

@@ -9,6 +9,8 @@ Energies in eV, forces in eV/Å.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from dataclasses import dataclass
@@ -69,13 +71,14 @@ class MixData:
         return {source: self.root / "pretrain" / split / source for source in SOURCE_TASKS}
 
 
-def mix_data(data: str | Path | None, size: str, seed: int, say) -> MixData:
+def mix_data(data: str | Path | None, size: str, seed: int, say, spec=None) -> MixData:
     """The folder ``data`` (checked), or the cached ``size`` / ``seed`` demo mix in fairchem 2's format
-    (``<cache>/demo_data/<size>-seed<seed>-fairchem2``), generated on first use."""
+    (``<cache>/demo_data/<size>-seed<seed>-fairchem2``), generated on first use with the
+    :class:`~fairchem_prune.demo.generation.DemoSize` ``spec`` (default: ``SIZES[size]``; a given folder needs none)."""
     from fairchem_prune.demo.data import ETHANOL_RAW, demo_folder
     from fairchem_prune.demo.generation import SIZES, demo_manifest
 
-    root = demo_folder(data, size, SIZES.get(size), seed, say, writer=write_source, suffix="-fairchem2")
+    root = demo_folder(data, size, spec or SIZES.get(size), seed, say, writer=write_source, suffix="-fairchem2")
     found = MixData(root, demo_manifest(root))
     folders = [*found.split("train").values(), *found.split("val").values()]
     missing = [str(p) for p in folders if not (p / DATABASE).is_file()]
@@ -92,7 +95,8 @@ def normaliser_and_references(folder: Path) -> tuple[float, list[float]]:
     ASE-LMDB ``folder``, by fairchem's ``compute_normalizer_and_linear_reference``."""
     from fairchem.core.scripts.create_finetune_dataset import compute_normalizer_and_linear_reference
 
-    rms, references = compute_normalizer_and_linear_reference(folder, 1)
+    with contextlib.redirect_stderr(io.StringIO()):  # its progress bar: a second at most
+        rms, references = compute_normalizer_and_linear_reference(folder, 1)
     return float(rms), [float(x) for x in references]
 
 

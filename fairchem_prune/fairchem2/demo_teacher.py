@@ -3,10 +3,18 @@
 (:mod:`~fairchem_prune.fairchem2.demo_data`), filled in with the data folders and each training
 source's force RMS and element references; :func:`teacher_record` holds its settings, final validation
 metrics and validation curve.
+
+The shipped teacher (``fairchem_prune/demo/assets/uma_teacher_6b.pt`` and ``.json``) is that config
+trained for its 5 epochs on the default demo data (``standard``, seed 0) and exported with its EMA
+weights (:func:`export_teacher`): what ``fairchem-prune demo --train-teacher`` does on fairchem 2. It
+is used only with the demo data it was trained on.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,12 +22,13 @@ import yaml
 
 from fairchem_prune.errors import PruneError
 from fairchem_prune.fairchem2.demo_data import SOURCE_TASKS, MixData, normaliser_and_references
-from fairchem_prune.fairchem2.finetune import check_config, read_metrics
+from fairchem_prune.fairchem2.finetune import check_config, metric_values, read_metrics
 from fairchem_prune.fairchem2.runs import FinetuneRun
 from fairchem_prune.files import atomic_path
 from fairchem_prune.resources import config_path
 
 TEACHER_CONFIG = "fairchem2/demo/demo_mix_teacher_6b.yaml"
+SHIPPED = Path(__file__).resolve().parent.parent / "demo" / "assets" / "uma_teacher_6b.pt"
 #: the YAML anchors of the config (merged into their users on reading)
 _ANCHORS = ("omol_dataset", "oc20_dataset", "energy_loss", "forces_loss")
 
@@ -30,7 +39,8 @@ def teacher_run(out: Path) -> FinetuneRun:
 
 
 def _mix_config(mix: MixData, epochs: int | None) -> dict:
-    """The teacher's config with the demo mix ``mix`` filled in (``epochs``: instead of the config's)."""
+    """The teacher's config with the demo mix ``mix`` filled in (``epochs``: instead of the config's;
+    a validation and a checkpoint every half epoch)."""
     config = yaml.safe_load(config_path(TEACHER_CONFIG).read_text())
     for anchor in _ANCHORS:
         config.pop(anchor)
@@ -45,6 +55,9 @@ def _mix_config(mix: MixData, epochs: int | None) -> dict:
         if epochs < 1:
             raise PruneError(f"teacher epochs must be at least 1, got {epochs}")
         config["epochs"] = epochs
+    structures = sum(v for k, v in mix.manifest["counts"].items() if k.startswith("pretrain/train/"))
+    half_epoch = math.ceil(math.ceil(structures / config["batch_size"]) / 2)
+    config.update(evaluate_every_n_steps=half_epoch, checkpoint_every_n_steps=half_epoch)
     return config
 
 
@@ -108,22 +121,17 @@ def _inlined(value, values: dict):
 def teacher_record(run: FinetuneRun, mix: MixData, origin: str) -> dict:
     """What the demo reports about a trained teacher: its config and data, the last validation's
     metrics and the validation curve (``[epoch, force MAE per dataset (eV/Å)]``)."""
-    from fairchem_prune.fairchem2.checkpoints import load_model, read_inference_checkpoint
-    from fairchem_prune.fairchem2.slicing import count_parameters
-
     config = yaml.safe_load(run.config.read_text())
     train, val = read_metrics(run.paths.metrics)
     if not val:
         raise PruneError(f"teacher run {run.paths.folder} has no validation in {run.paths.metrics}")
     steps_per_epoch = max(r["step"] for r in train) / config["epochs"]
-    checkpoint = read_inference_checkpoint(run.paths.final_checkpoint)
-    model = load_model(checkpoint, run.paths.final_checkpoint)
     forces = {task: f"{task}.val,{task}_forces,mae" for task in SOURCE_TASKS.values()}
     return {
         "origin": origin, "config": Path(TEACHER_CONFIG).name, "epochs": config["epochs"],
         "batch_size": config["batch_size"], "data": {k: mix.manifest[k] for k in ("size", "seed")},
-        "blocks": checkpoint.model_config["backbone"]["num_layers"], "parameters": count_parameters(model),
-        "val_metrics": {k: v for k, v in val[-1].items() if k not in ("split", "step")},
+        **_architecture(run.paths.final_checkpoint),
+        "val_metrics": metric_values(val[-1]),
         "val_curve": [[r["step"] / steps_per_epoch, *(r.get(key) for key in forces.values())] for r in val],
         "curve_columns": ["epoch", *(f"{task} force MAE (eV/Å)" for task in forces)],
         "seconds": run.seconds,
@@ -139,3 +147,63 @@ def export_teacher(checkpoint: Path, target: Path) -> None:
     teacher.model_state_dict = {key.removeprefix("module."): value for key, value in teacher.ema_state_dict.items()
                                 if key != "n_averaged"}
     save_inference_checkpoint(teacher, target)
+
+
+def teacher_stage(out: Path, mix: MixData, epochs: int | None, given: str | None, train: bool, device: str,
+                  force: bool, say) -> tuple[Path, dict]:
+    """``out/teacher.pt`` and its record (``out/teacher.json``), made once: the checkpoint ``given``
+    (its EMA weights), else the shipped teacher where it was trained on ``mix`` and ``train`` is off, else
+    the teacher pre-trained here by ``fairchem -c`` (``epochs``: instead of the config's; an interrupted
+    run resumes)."""
+    from fairchem_prune.fairchem2.checkpoints import read_inference_checkpoint
+    from fairchem_prune.fairchem2.runs import train_all
+
+    target, record_path = out / "teacher.pt", out / "teacher.json"
+    if target.is_file() and record_path.is_file() and not force:
+        record = json.loads(record_path.read_text())
+        say(f"teacher: found {target} ({record['origin']}, {record['blocks']} blocks)")
+        return target, record
+    if given is not None:
+        if not Path(given).is_file():
+            raise PruneError(f"--teacher {given}: no such checkpoint file")
+        from fairchem_prune.fairchem2.checkpoints import has_ema
+
+        if has_ema(read_inference_checkpoint(given)):
+            export_teacher(Path(given), target)
+        else:
+            shutil.copyfile(given, target)
+        record = {"origin": f"given ({given})", **_architecture(target)}
+    elif not train and epochs is None and _shipped_for(mix):
+        shutil.copyfile(SHIPPED, target)
+        record = json.loads(SHIPPED.with_suffix(".json").read_text())
+    else:
+        if force and teacher_run(out).paths.folder.exists():
+            shutil.rmtree(teacher_run(out).paths.folder)
+        run = write_teacher_config(mix, out, epochs, device)
+        config = yaml.safe_load(run.config.read_text())
+        say(f"teacher: pre-training {Path(TEACHER_CONFIG).name} for {config['epochs']} epochs on the demo mix")
+        train_all([run], say=lambda m: say(f"teacher: {m}"))
+        export_teacher(run.paths.final_checkpoint, target)
+        record = teacher_record(run, mix, f"trained by this run ({Path(TEACHER_CONFIG).name}, {config['epochs']} epochs)")
+    read_inference_checkpoint(target)
+    record_path.write_text(json.dumps(record, indent=1) + "\n")
+    say(f"teacher: {target} ({record['origin']}; {record['blocks']} blocks, {record['parameters']:,} parameters)")
+    return target, record
+
+
+def _shipped_for(mix: MixData) -> bool:
+    """Whether the shipped teacher was trained on the demo data ``mix`` (its size and seed)."""
+    if not SHIPPED.is_file():
+        return False
+    data = json.loads(SHIPPED.with_suffix(".json").read_text())["data"]
+    return data == {"size": mix.manifest["size"], "seed": mix.manifest["seed"]}
+
+
+def _architecture(path: Path) -> dict:
+    """The block count and parameter count of the inference checkpoint ``path``."""
+    from fairchem_prune.fairchem2.checkpoints import load_model, read_inference_checkpoint
+    from fairchem_prune.fairchem2.slicing import count_parameters
+
+    checkpoint = read_inference_checkpoint(path)
+    return {"blocks": checkpoint.model_config["backbone"]["num_layers"],
+            "parameters": count_parameters(load_model(checkpoint, path))}

@@ -272,8 +272,6 @@ class DistillSettings:
         :func:`student_model`, with its own heads (the template's new heads dropped) and graph settings
         (only ``otf_graph`` and the data's periodicity set, as the teacher's ``MLIPPredictUnit`` has
         them). Returns the config header's description."""
-        from omegaconf import OmegaConf
-
         from fairchem_prune.fairchem2.checkpoints import read_inference_checkpoint
         from fairchem_prune.fairchem2.finetune import FAIRCHEM_FINETUNING_MODEL
 
@@ -296,9 +294,7 @@ class DistillSettings:
         unit["model"] = {"_target_": STUDENT_MODEL, "checkpoint_location": model["checkpoint_location"],
                          "overrides": {"backbone": {"otf_graph": True, "always_use_pbc": False}}}
         config.pop("max_neighbors", None)  # the template's variable of the overrides replaced
-        # plain data: a checkpoint written by fairchem's training holds its tasks as omegaconf configs
-        config["distill_tasks"] = [OmegaConf.to_container(t, resolve=True) if OmegaConf.is_config(t) else copy.deepcopy(t)
-                                   for t in teacher.tasks_config]
+        config["distill_tasks"] = copy.deepcopy(teacher.tasks_config)
         for loader in ("train_dataloader", "eval_dataloader"):
             collate = config.get(loader, {}).get("collate_fn")
             if not isinstance(collate, dict):

@@ -17,7 +17,8 @@ that ``fairchem -c`` runs unchanged from a local (sliced) inference checkpoint:
 * a :class:`~fairchem_prune.fairchem2.callbacks.MetricsLog` callback: train loss per step and
   validation metrics per evaluation, as JSON lines in ``<run_dir>/<run_id>/logs/metrics.jsonl``
   (fairchem itself logs them to wandb or the console);
-* optional overrides (epochs or steps, batch size, learning rate, device, run folder) and layer-wise
+* optional overrides (epochs or steps, batch size, learning rate, device, run folder, checkpoint
+  interval), fairchem's own Slurm launcher (:func:`set_slurm`: ``job.scheduler``) and layer-wise
   learning rates (:func:`finetuning_model` + :func:`adamw_layer_decay`).
 """
 
@@ -39,11 +40,15 @@ FAIRCHEM_FINETUNING_MODEL = "fairchem.core.units.mlip_unit.mlip_unit.initialize_
 FINETUNING_MODEL = "fairchem_prune.fairchem2.finetune.finetuning_model"
 LAYER_DECAY_ADAMW = "fairchem_prune.fairchem2.finetune.adamw_layer_decay"
 METRICS_CALLBACK = "fairchem_prune.fairchem2.callbacks.MetricsLog"
+CHECKPOINT_CALLBACK = "fairchem.core.components.callbacks.TrainCheckpointCallback"
 METRICS_FILE = "metrics.jsonl"
 #: a raw model's block parameters: ``backbone.blocks.<i>.<...>``
 _BLOCK = re.compile(r"^backbone\.blocks\.(\d+)\.")
 #: parameters after the last block (full rate): the final norm and the heads
 _TOP = ("backbone.norm.", "output_heads.")
+#: the ``job.scheduler.slurm`` fields of fairchem's ``SlurmConfig`` that :func:`set_slurm` sets, with their options
+SLURM_FIELDS = {"partition": "--slurm-partition", "mem_gb": "--slurm-mem-gb", "timeout_hr": "--slurm-timeout-hr",
+                "cpus_per_task": "--slurm-cpus"}
 
 
 @dataclass
@@ -142,10 +147,12 @@ def write_finetune_config(template: str | Path, checkpoint: str | Path, output: 
                           epochs: int | None = None, steps: int | None = None, batch_size: int | None = None,
                           lr: float | None = None, device: str | None = None, run_dir: str | Path | None = None,
                           run_id: str | None = None, layer_decay: float | None = None,
-                          evaluate_every_n_steps: int | None = None, ema_decay: float | None = None,
-                          distill=None, force: bool = False) -> RunPaths:
+                          evaluate_every_n_steps: int | None = None, checkpoint_every_n_steps: int | None = None,
+                          ema_decay: float | None = None, slurm: dict | None = None, distill=None,
+                          force: bool = False) -> RunPaths:
     """Write to ``output`` the fine-tuning config of ``checkpoint`` (a fairchem 2 inference checkpoint)
-    made from ``template``; return where its run will be. With ``distill`` (a
+    made from ``template``; return where its run will be. ``slurm`` (None: the template's scheduler):
+    ``fairchem -c`` submits the run to Slurm (:func:`set_slurm`). With ``distill`` (a
     :class:`~fairchem_prune.fairchem2.distill.DistillSettings`), the config distils ``checkpoint`` from
     its teacher instead. Nothing is written on a PruneError."""
     from fairchem_prune.fairchem2.checkpoints import read_inference_checkpoint
@@ -161,7 +168,8 @@ def write_finetune_config(template: str | Path, checkpoint: str | Path, output: 
     read_inference_checkpoint(checkpoint)
     if epochs is not None and steps is not None:
         raise PruneError("give --epochs or --steps, not both")
-    for name, value in (("epochs", epochs), ("steps", steps), ("batch size", batch_size)):
+    for name, value in (("epochs", epochs), ("steps", steps), ("batch size", batch_size),
+                        ("--checkpoint-every", checkpoint_every_n_steps)):
         if value is not None and value < 1:
             raise PruneError(f"{name} must be at least 1, got {value}")
     if ema_decay is not None and not 0 <= ema_decay < 1:
@@ -194,10 +202,19 @@ def write_finetune_config(template: str | Path, checkpoint: str | Path, output: 
         unit["ema_decay"] = ema_decay
     if evaluate_every_n_steps is not None:
         set_value(config, "evaluate_every_n_steps", ["runner.evaluate_every_n_steps"], evaluate_every_n_steps)
+    if checkpoint_every_n_steps is not None:
+        if "checkpoint_every_n_steps" in config:  # the template's variable, which its checkpoint callback reads
+            config["checkpoint_every_n_steps"] = checkpoint_every_n_steps
+        else:
+            for callback in config["runner"].get("callbacks") or []:
+                if isinstance(callback, dict) and callback.get("_target_") == CHECKPOINT_CALLBACK:
+                    callback["checkpoint_every_n_steps"] = checkpoint_every_n_steps
 
     job = config.setdefault("job", {})
     if device is not None:
         job["device_type"] = device.upper()
+    if slurm is not None:
+        set_slurm(job, slurm)
     run_dir = Path(run_dir if run_dir is not None else job.get("run_dir") or output.parent / "runs").resolve()
     job["run_dir"] = str(run_dir)
     run_id = run_id or output.stem
@@ -220,6 +237,25 @@ def write_finetune_config(template: str | Path, checkpoint: str | Path, output: 
         tmp.write_text(header + yaml.safe_dump(config, sort_keys=False))
         check_config(tmp)
     return RunPaths(run_dir, run_id)
+
+
+def set_slurm(job: dict, slurm: dict) -> None:
+    """Make the config's ``job`` run under fairchem's own Slurm launcher: ``scheduler.mode: SLURM``
+    (``fairchem -c`` submits through submitit; on preemption or ``scancel --signal=USR2`` the job is
+    requeued and resumes from its newest periodic checkpoint, ``checkpoint_every_n_steps``: fairchem
+    links it as ``checkpoints/preemption_state`` and saves nothing new then) and the given
+    ``scheduler.slurm`` fields of :data:`SLURM_FIELDS` (None: fairchem's default: 80 GB, 168 h, 8 CPUs,
+    the cluster's default partition). fairchem asks for one GPU per rank unless ``device_type`` is
+    CPU, then for none."""
+    for key in ("mem_gb", "timeout_hr", "cpus_per_task"):
+        value = slurm.get(key)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise PruneError(f"{SLURM_FIELDS[key]} must be a whole number of at least 1, got {value!r}")
+    if slurm.get("partition") is not None and not re.fullmatch(r"[A-Za-z0-9_.,-]+", str(slurm["partition"])):
+        raise PruneError(f"--slurm-partition {slurm['partition']!r}: not a Slurm partition name")
+    scheduler = job.setdefault("scheduler", {})
+    scheduler["mode"] = "SLURM"
+    scheduler.setdefault("slurm", {}).update({k: v for k, v in slurm.items() if v is not None})
 
 
 def data_sources(template: str | Path, split: str | None = None) -> list[str]:
@@ -314,6 +350,15 @@ def adamw_layer_decay(params, lr: float, **kwargs):
 
 
 # --- metrics ------------------------------------------------------------------------------------
+
+#: the fields of a MetricsLog record that are not metrics
+RECORD_FIELDS = ("split", "step", "time")
+
+
+def metric_values(record: dict) -> dict:
+    """The metrics of a MetricsLog record (its fields but ``split``, ``step`` and ``time``)."""
+    return {k: v for k, v in record.items() if k not in RECORD_FIELDS}
+
 
 def read_metrics(path: str | Path) -> tuple[list[dict], list[dict]]:
     """(train records, val records) of a :class:`~fairchem_prune.fairchem2.callbacks.MetricsLog` file, in order."""

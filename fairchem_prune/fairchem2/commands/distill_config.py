@@ -26,7 +26,8 @@ need no labels. Every step fits the student to the teacher's predictions with fa
 losses and adds --n2n-weight x the node-to-node L1; validation scores the student against the teacher.
 The student keeps its own heads. The run is <run dir>/<run id>/ as for finetune-config: the distilled
 student is checkpoints/final/inference_ckpt.pt (a plain inference checkpoint: load_predict_unit,
-FAIRChemCalculator, finetune-config), and fairchem -c on the same config again resumes."""
+FAIRChemCalculator, finetune-config), and fairchem -c on the same config again resumes; --scheduler
+slurm submits it to Slurm, as for finetune-config."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,7 +21,9 @@ folder gets hydra.searchpath) and heads (fairchem's template trains a new MLP_EF
 backbone). Its run is <run dir>/<run id>/: checkpoints/final/inference_ckpt.pt (the fine-tuned model,
 for load_predict_unit / FAIRChemCalculator), logs/metrics.jsonl (train loss per step, validation
 metrics per evaluation). Running fairchem -c on the same config again resumes from the newest
-checkpoint of that folder (a finished run ends at once)."""
+checkpoint of that folder (a finished run ends at once). With --scheduler slurm, fairchem -c submits the
+run through fairchem's own Slurm launcher and returns; preempted, the job is requeued and resumes from
+the newest checkpoint (every --checkpoint-every steps)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,15 +54,42 @@ def add_run_arguments(parser: argparse.ArgumentParser):
                              "0.999; short runs want less, e.g. 0.9)")
     parser.add_argument("--evaluate-every", type=int, metavar="N",
                         help="validate every N steps (template: 100; also at every epoch's end)")
+    parser.add_argument("--checkpoint-every", type=int, metavar="N",
+                        help="save a resumable checkpoint every N steps (template: 1000); a preempted Slurm job "
+                             "resumes from the newest one")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="job.device_type (template: cuda)")
     parser.add_argument("--run-dir", help="folder of fairchem's runs (template's job.run_dir, e.g. /tmp/uma_finetune_runs)")
     parser.add_argument("--run-id", help="run folder name under --run-dir (job.timestamp_id; default: --output's stem)")
     parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    slurm = parser.add_argument_group("Slurm (fairchem's own launcher: fairchem -c submits the run through submitit; "
+                                      "preempted or sent USR2, it is requeued and resumes from its newest checkpoint, "
+                                      "--checkpoint-every)")
+    slurm.add_argument("--scheduler", choices=["local", "slurm"],
+                       help="slurm: fairchem -c submits the run (job.scheduler.mode SLURM); local or unset: the "
+                            "template's scheduler (fairchem's writes local); the --slurm-* options need slurm")
+    slurm.add_argument("--slurm-partition", metavar="P", help="partition (default: the cluster's default)")
+    slurm.add_argument("--slurm-mem-gb", type=int, metavar="N", help="memory per node, GB (fairchem's default: 80)")
+    slurm.add_argument("--slurm-timeout-hr", type=int, metavar="H", help="time limit, hours (fairchem's default: 168)")
+    slurm.add_argument("--slurm-cpus", type=int, metavar="N", help="CPUs per rank (cpus_per_task; fairchem's default: 8)")
     return length
 
 
 def run(args: argparse.Namespace) -> None:
     write(args, args.checkpoint, "fine-tunes", layer_decay=args.layer_decay)
+
+
+def slurm_settings(args: argparse.Namespace) -> dict | None:
+    """The ``job.scheduler.slurm`` fields of the --slurm-* options (None without --scheduler slurm)."""
+    from fairchem_prune.errors import PruneError
+    from fairchem_prune.fairchem2.finetune import SLURM_FIELDS
+
+    given = {key: getattr(args, option[2:].replace("-", "_")) for key, option in SLURM_FIELDS.items()}
+    if args.scheduler != "slurm":
+        named = [SLURM_FIELDS[key] for key, value in given.items() if value is not None]
+        if named:
+            raise PruneError(f"{', '.join(named)} {'needs' if len(named) == 1 else 'need'} --scheduler slurm")
+        return None
+    return given
 
 
 def write(args: argparse.Namespace, checkpoint: str, what: str, **settings) -> None:
@@ -72,13 +101,17 @@ def write(args: argparse.Namespace, checkpoint: str, what: str, **settings) -> N
 
     from fairchem_prune.fairchem2.finetune import data_sources, write_finetune_config
 
+    slurm = slurm_settings(args)
     paths = write_finetune_config(
         args.template, checkpoint, args.output, epochs=args.epochs, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, device=args.device, run_dir=args.run_dir, run_id=args.run_id,
-        ema_decay=args.ema_decay, evaluate_every_n_steps=args.evaluate_every, force=args.force, **settings,
+        ema_decay=args.ema_decay, evaluate_every_n_steps=args.evaluate_every,
+        checkpoint_every_n_steps=args.checkpoint_every, slurm=slurm, force=args.force,
+        **settings,
     )
     print(f"wrote {args.output} ({what} {Path(checkpoint).resolve()})")
-    print(f"run:           fairchem -c {args.output}")
+    print(f"run:           fairchem -c {args.output}" + ("   (submits a Slurm job; it resumes by itself after a "
+                                                          "preemption)" if slurm is not None else ""))
     print(f"trained model: {paths.final_checkpoint}")
     print(f"metrics:       {paths.metrics}")
     missing = [src for src in data_sources(args.template) if not Path(src).exists()]
