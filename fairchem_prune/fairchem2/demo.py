@@ -34,7 +34,7 @@ from pathlib import Path
 from fairchem_prune.console import chatter_to
 from fairchem_prune.demo import check_settings, say, stage
 from fairchem_prune.demo.generation import SIZES, DemoSize
-from fairchem_prune.errors import PruneError, require_device
+from fairchem_prune.errors import require_device
 from fairchem_prune.fairchem2.demo_data import ETHANOL_TASK, SOURCE_TASKS
 
 
@@ -209,12 +209,11 @@ def _relevance(teacher: Path, mix, settings: DemoSettings, device: str) -> dict:
 def _reduce(out: Path, teacher: Path, mix, counts: list[int], settings: DemoSettings, device: str) -> dict:
     """BR (the teacher's first k blocks) and BR+KD (distilled on the mix) per count of ``counts``, each
     model scored on every source's validation structures."""
-    from fairchem_prune.fairchem2.checkpoints import load_model, read_inference_checkpoint
-    from fairchem_prune.fairchem2.demo_teacher import write_mix_template
+    from fairchem_prune.fairchem2.demo_teacher import architecture, write_mix_template
     from fairchem_prune.fairchem2.distill import DistillSettings
     from fairchem_prune.fairchem2.evaluation import evaluate_structures
     from fairchem_prune.fairchem2.runs import FinetuneRun, prepare, train_all
-    from fairchem_prune.fairchem2.slicing import count_parameters, slice_inference_checkpoint
+    from fairchem_prune.fairchem2.slicing import slice_inference_checkpoint
 
     folder = out / "reduction"
     scored = _scoring_mix(mix, folder / "data", settings.score_samples)
@@ -239,8 +238,7 @@ def _reduce(out: Path, teacher: Path, mix, counts: list[int], settings: DemoSett
                for name, path in models.items()}
     return {"counts": counts, "seeds": 1, "checkpoints": {k: str(v) for k, v in models.items()},
             "scored": {source: len(structures) for source, (structures, _) in data.items()},
-            "params": {name: count_parameters(load_model(read_inference_checkpoint(path), path))
-                       for name, path in models.items() if not name.startswith("kd")},
+            "params": {name: architecture(path)["parameters"] for name, path in models.items() if not name.startswith("kd")},
             "distillation": {"samples": settings.kd_samples, "batch_size": settings.kd_batch_size,
                              "seconds": {r.name: r.seconds for r in students}},
             "metrics": metrics}

@@ -130,7 +130,7 @@ def teacher_record(run: FinetuneRun, mix: MixData, origin: str) -> dict:
     return {
         "origin": origin, "config": Path(TEACHER_CONFIG).name, "epochs": config["epochs"],
         "batch_size": config["batch_size"], "data": {k: mix.manifest[k] for k in ("size", "seed")},
-        **_architecture(run.paths.final_checkpoint),
+        **architecture(run.paths.final_checkpoint),
         "val_metrics": metric_values(val[-1]),
         "val_curve": [[r["step"] / steps_per_epoch, *(r.get(key) for key in forces.values())] for r in val],
         "curve_columns": ["epoch", *(f"{task} force MAE (eV/Å)" for task in forces)],
@@ -155,7 +155,7 @@ def teacher_stage(out: Path, mix: MixData, epochs: int | None, given: str | None
     (its EMA weights), else the shipped teacher where it was trained on ``mix`` and ``train`` is off, else
     the teacher pre-trained here by ``fairchem -c`` (``epochs``: instead of the config's; an interrupted
     run resumes)."""
-    from fairchem_prune.fairchem2.checkpoints import read_inference_checkpoint
+    from fairchem_prune.fairchem2.checkpoints import has_ema, read_inference_checkpoint
     from fairchem_prune.fairchem2.runs import train_all
 
     target, record_path = out / "teacher.pt", out / "teacher.json"
@@ -166,13 +166,11 @@ def teacher_stage(out: Path, mix: MixData, epochs: int | None, given: str | None
     if given is not None:
         if not Path(given).is_file():
             raise PruneError(f"--teacher {given}: no such checkpoint file")
-        from fairchem_prune.fairchem2.checkpoints import has_ema
-
         if has_ema(read_inference_checkpoint(given)):
             export_teacher(Path(given), target)
         else:
             shutil.copyfile(given, target)
-        record = {"origin": f"given ({given})", **_architecture(target)}
+        record = {"origin": f"given ({given})", **architecture(target)}
     elif not train and epochs is None and _shipped_for(mix):
         shutil.copyfile(SHIPPED, target)
         record = json.loads(SHIPPED.with_suffix(".json").read_text())
@@ -199,11 +197,12 @@ def _shipped_for(mix: MixData) -> bool:
     return data == {"size": mix.manifest["size"], "seed": mix.manifest["seed"]}
 
 
-def _architecture(path: Path) -> dict:
-    """The block count and parameter count of the inference checkpoint ``path``."""
+def architecture(path: Path) -> dict:
+    """``{"blocks", "parameters"}`` of the inference checkpoint ``path``."""
+    from fairchem_prune.fairchem2 import escn_md
     from fairchem_prune.fairchem2.checkpoints import load_model, read_inference_checkpoint
     from fairchem_prune.fairchem2.slicing import count_parameters
 
     checkpoint = read_inference_checkpoint(path)
-    return {"blocks": checkpoint.model_config["backbone"]["num_layers"],
+    return {"blocks": escn_md.num_blocks(checkpoint.model_config, f"checkpoint {path}"),
             "parameters": count_parameters(load_model(checkpoint, path))}
