@@ -234,6 +234,19 @@ def to_batch(atoms_list, dtype=torch.float32):
     return data_list_collater(data)
 
 
+def rmd17_lmdbs(tmp_path: Path) -> Path:
+    """24 rattled ethanol frames in rMD17's format (kcal/mol), converted by the rmd17 converter."""
+    from fairchem_prune.datasets import prepare_dataset
+
+    rng = np.random.default_rng(0)
+    atoms = molecule_atoms()
+    np.savez(tmp_path / "rmd17_aspirin.npz", nuclear_charges=atoms.numbers,
+             coords=atoms.positions + rng.normal(0, 0.05, (24, len(atoms), 3)),
+             energies=rng.normal(-97_000.0, 2.0, 24), forces=rng.normal(0, 20.0, (24, len(atoms), 3)))
+    prepare_dataset("rmd17", tmp_path / "rmd17_aspirin.npz", tmp_path / "data", train_size=16, val_size=4, test_size=4)
+    return tmp_path / "data"
+
+
 @pytest.fixture
 def one_thread():
     """For tiny models: on a shared machine, intra-op threads cost ~20x more than they save."""

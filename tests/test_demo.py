@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from fairchem_prune.demo import run_demo
@@ -52,8 +53,8 @@ def test_every_artefact_is_written(demo):
     epochs, values = zip(*record["val_curve"])
     assert epochs == pytest.approx(range(1, record["epochs"] + 1), abs=0.02)
     assert min(values) == pytest.approx(record["val_metrics"]["forces_mae"], rel=1e-5)
-    # relevance and BR / KD per source (2 x 3), scratch at 1 block
-    assert len(result["findings"]) == 7 and sum("from scratch" in line for line in result["findings"]) == 1
+    # relevance and BR / KD per source (2 x 3); downstream: plateau, 1 block vs 3, KD, scratch
+    assert len(result["findings"]) == 10 and sum("from scratch" in line for line in result["findings"]) == 1
 
 
 def test_second_run_skips_every_stage(demo):
@@ -119,9 +120,16 @@ def data_to_atoms(data):
 def test_finetune_runs_and_curves(demo):
     out, result, *_ = demo
     rows = result["finetune"]["rows"]
-    assert {(r["init"], r["blocks"]) for r in rows} == {
-        ("BR", 3), ("BR", 2), ("BR", 1), ("BR+KD", 2), ("BR+KD", 1), ("BR/RandomMLP", 2), ("BR/RandomMLP", 1),
-        ("scratch", 1)}
+    # the default models, 2 seeds each (fairchem's --seed: another data order, the same start)
+    assert sorted((r["init"], r["blocks"], r["seed"]) for r in rows) == sorted(
+        (init, k, seed) for init, k in (("BR", 3), ("BR", 1), ("BR+KD", 1), ("scratch", 1)) for seed in (0, 1))
+    for init, k in (("BR", 3), ("scratch", 1)):
+        runs = [r for r in rows if (r["init"], r["blocks"]) == (init, k)]
+        assert runs[0]["curve"] != runs[1]["curve"], init
+        for run in runs:
+            checkpoint = torch.load(out / "finetune" / "runs" / "checkpoints" / run["name"] / "best_checkpoint.pt",
+                                    map_location="cpu", weights_only=False)
+            assert checkpoint["config"]["cmd"]["seed"] == run["seed"], run["name"]
     for row in rows:
         times, steps, values = zip(*row["curve"])
         assert list(times) == sorted(times) and times[0] > 0 and row["train_seconds"] >= times[-1] - 1e-6
@@ -202,15 +210,14 @@ def test_esen_teacher_runs_every_stage(esen_demo, cache):
 
 
 def test_esen_finetuning_starts_from_the_reduced_backbones(esen_demo):
-    """No BR/RandomMLP run (eSEN has no readout layer to re-initialise); the BR and BR+KD runs fine-tune
+    """The default models (no BR/RandomMLP: eSEN has no readout layer to re-initialise); the BR and BR+KD runs fine-tune
     hydra models whose reduced backbone holds the teacher's (or the student's) kept blocks, so a few
-    steps later their blocks are still within 1e-3 of the teacher's, while the scratch model's are not."""
+    steps later their blocks are still within 2 % of the teacher's, while the scratch model's are not."""
     import torch
 
     out, teacher, result = esen_demo
     rows = result["finetune"]["rows"]
-    assert {(r["init"], r["blocks"]) for r in rows} == {
-        ("BR", 4), ("BR", 3), ("BR", 2), ("BR+KD", 3), ("BR+KD", 2), ("scratch", 2)}
+    assert {(r["init"], r["blocks"]) for r in rows} == {("BR", 4), ("BR", 2), ("BR+KD", 2), ("scratch", 2)}
     reference = torch.load(teacher, map_location="cpu", weights_only=False)["state_dict"]
     key = "backbone.blocks.1.edge_wise.so2_conv_1.fc_m0.weight"
     for row in rows:
@@ -220,7 +227,7 @@ def test_esen_finetuning_starts_from_the_reduced_backbones(esen_demo):
         assert (backbone["model"], backbone["num_blocks_kept"]) == ("esen_reduced_backbone", row["blocks"])
         weight = checkpoint["state_dict"][f"module.{key}"]
         distance = float((weight - reference[key]).norm() / reference[key].norm())
-        assert (distance < 1e-3) == (row["init"] != "scratch"), (row["name"], distance)
+        assert distance < 0.02 if row["init"] != "scratch" else distance > 0.5, (row["name"], distance)
         assert 0 < row["test"]["forces_mae"] < 5
 
 
@@ -248,6 +255,66 @@ def test_distillation_runs_cover_seeds_and_options(tmp_path):
     eqv2 = distillation_runs(tmp_path / "t.pt", "equiformer_v2", [3], data, settings, tmp_path / "e", tmp_path / "l",
                              options=OPTIONS, option_blocks=3)
     assert "kd_3b_per_atom_energies" not in eqv2 and "kd_3b_rattle" in eqv2
+
+
+def test_the_default_fine_tunes_are_four_models_with_seeds_and_full_adds_the_sweep(tmp_path):
+    """The default models (teacher size; BR, BR+KD, scratch at the focus count) with every seed, sharing
+    one config per model and seeded by fairchem's --seed; --full adds BR, BR+KD and BR/RandomMLP at every
+    count, seed 0; the sweep's RandomMLP run re-initialises the readout, the scratch run starts from nothing."""
+    from types import SimpleNamespace
+
+    from fairchem.core.common.utils import load_config
+
+    from fairchem_prune.demo.finetune import finetune_plan, finetune_runs
+
+    plan = finetune_plan(6, [5, 4, 3, 2], 4, 3, False, True)
+    assert plan == [(init, k, seed) for init, k in (("BR", 6), ("BR", 4), ("BR+KD", 4), ("scratch", 4)) for seed in range(3)]
+    sweep = finetune_plan(6, [5, 4, 3, 2], 4, 3, True, True)
+    assert set(sweep) - set(plan) == {(init, k, 0) for init in ("BR", "BR+KD", "BR/RandomMLP") for k in (5, 3, 2)} | {
+        ("BR/RandomMLP", 4, 0)}
+    assert [k for _, k, _ in sweep] == sorted((k for _, k, _ in sweep), reverse=True)
+    assert all(init != "BR/RandomMLP" for init, _, _ in finetune_plan(6, [5, 4], 4, 1, True, False))
+
+    record = {"architecture": "gemnet_oc", "blocks": 6}
+    teacher = REPO / "fairchem_prune" / "demo" / "assets" / "teacher_6b.pt"
+    settings = SimpleNamespace(ethanol_sizes=(200, 50, 200), batch_size=8, ft_epochs=16, ft_ema=0.9)
+    runs = finetune_runs(teacher, record, sweep, {k: tmp_path / f"kd_{k}b.pt" for k in (5, 4, 3, 2)}, tmp_path / "eth",
+                         settings, tmp_path / "ft", tmp_path / "logs")
+    named = {r.run.name: r for r in runs}
+    assert {"br_6b", "br_6b_s1", "br_6b_s2", "br_kd_4b_s2", "scratch_4b_s1", "br_randommlp_2b"} <= set(named)
+    assert named["br_6b_s2"].run.args == ("--seed", "2") and named["br_6b_s2"].run.config == named["br_6b"].run.config
+    models = {name: load_config(str(named[name].run.config))[0]["model"] for name in ("br_kd_4b", "br_randommlp_2b", "scratch_4b")}
+    assert models["br_kd_4b"]["pretrained_checkpoint"] == str((tmp_path / "kd_4b.pt").resolve())
+    assert models["br_randommlp_2b"]["mlp_init"] == "random" and models["br_randommlp_2b"]["num_blocks_kept"] == 2
+    assert models["scratch_4b"]["pretrained_checkpoint"] is None
+    optim = load_config(str(named["br_6b"].run.config))[0]["optim"]
+    assert (optim["max_epochs"], optim["cosine_epochs"], optim["eval_every"], optim["ema_decay"]) == (16, 16, 25, 0.9)
+
+
+def test_convergence_and_the_downstream_claims_are_read_off_the_runs():
+    from fairchem_prune.demo.report import convergence_table, downstream_findings, finetune_table, late_gain
+
+    # best 0.040 up to step 80, 0.039 after: 2.5 % better over the last 20 %, a plateau
+    curve = [(1.0, 20, 0.1), (2.0, 40, 0.05), (3.0, 80, 0.04), (4.0, 90, 0.045), (5.0, 100, 0.039)]
+    assert late_gain(curve) == pytest.approx(0.039 / 0.04 - 1)
+    still = curve[:3] + [(5.0, 100, 0.03)]  # 25 % better
+    rows = []
+    for init, k, forces in (("BR", 6, (0.030, 0.032)), ("BR", 4, (0.033, 0.035)), ("BR+KD", 4, (0.031, 0.030)),
+                            ("scratch", 4, (0.090, 0.100))):
+        for seed, value in enumerate(forces):
+            rows.append({"init": init, "blocks": k, "seed": seed, "test": {"forces_mae": value, "energy_mae": 0.05},
+                         "train_seconds": 10.0 + seed, "best_val_forces_mae": value,
+                         "curve": still if init == "scratch" else curve})
+    claims = downstream_findings(rows)
+    assert claims[0].startswith("Every fine-tune plateaued") and "does not hold (6 of 8 runs; changes -25.0% to -2.5%)" in claims[0]
+    assert claims[1] == ("After fine-tuning, BR at 4 blocks against the 6-block model (test force MAE): 34.0 ± 1.0 vs "
+                         "31.0 ± 1.0 meV/Å, +9.7%; beyond the seeds' spread.")
+    assert claims[2] == ("KD helps downstream at 4 blocks: holds (BR+KD vs BR: 30.5 ± 0.5 vs 34.0 ± 1.0 meV/Å, -10.3%; "
+                         "beyond the seeds' spread).")
+    assert claims[3].startswith("A 4-block model from the pre-trained teacher beats the same model trained from scratch")
+    assert "BR holds (34.0 ± 1.0 vs 95.0 ± 5.0 meV/Å" in claims[3] and "BR+KD holds (30.5 ± 0.5 vs 95.0" in claims[3]
+    assert "| 4 | 34.0 ± 1.0 / 50.0 ± 0.0 / 10 | 30.5 ± 0.5 / 50.0 ± 0.0 / 10 | 95.0 ± 5.0 / 50.0 ± 0.0 / 10 |" in finetune_table(rows)
+    assert "| scratch 4 | 2 | 95.0 ± 5.0 | -25.0 ± 0.0% | 0/2 |" in convergence_table(rows)
 
 
 def test_the_efficiency_table_marks_what_the_benchmark_still_flagged():

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAIRCHEM, fairchem, molecule_atoms
+from conftest import FAIRCHEM, fairchem, molecule_atoms, rmd17_lmdbs
 from trainers.distill_helpers import distill_command, logged
 
 from fairchem_prune.jmp import convert_jmp
@@ -63,19 +63,6 @@ def test_distillation_of_a_sliced_student_from_the_converted_teacher(jmp, emt_lm
     atoms.set_tags([2] * len(atoms))
     atoms.calc = OCPCalculator(checkpoint_path=str(student), cpu=True, seed=0)
     assert np.isfinite(atoms.get_potential_energy()) and np.isfinite(atoms.get_forces()).all()
-
-
-def rmd17_lmdbs(tmp_path: Path) -> Path:
-    """24 rattled ethanol frames in rMD17's format (kcal/mol), converted by the rmd17 converter."""
-    from fairchem_prune.datasets import prepare_dataset
-
-    rng = np.random.default_rng(0)
-    atoms = molecule_atoms()
-    np.savez(tmp_path / "rmd17_aspirin.npz", nuclear_charges=atoms.numbers,
-             coords=atoms.positions + rng.normal(0, 0.05, (24, len(atoms), 3)),
-             energies=rng.normal(-97_000.0, 2.0, 24), forces=rng.normal(0, 20.0, (24, len(atoms), 3)))
-    prepare_dataset("rmd17", tmp_path / "rmd17_aspirin.npz", tmp_path / "data", train_size=16, val_size=4, test_size=4)
-    return tmp_path / "data"
 
 
 def test_shipped_finetune_config_trains_one_epoch_from_the_converted_backbone(jmp, tmp_path):

@@ -11,6 +11,18 @@ DESCRIPTION = ("fine-tune every block count of a pre-trained checkpoint on a tas
                "and fine-tune it to the end")
 
 
+def epochs_or_auto(text: str) -> int | str:
+    """``--epochs``: a whole number of epochs, or ``auto``."""
+    from fairchem_prune.compress.pipeline import AUTO
+
+    if text == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of epochs or {AUTO}, got {text!r}") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fairchem_prune.architectures import supported
     from fairchem_prune.compress.budget import PICKS
@@ -30,8 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "measured throughput whose benchmark figure is not flagged (where every one is flagged, "
                              "fewest, and the report says so); another --pick re-picks from the recorded runs")
     parser.add_argument("--out", required=True, help="working folder; finished steps in it are skipped on a re-run")
-    parser.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs of every candidate (default: 5)")
-    parser.add_argument("--final-epochs", type=int, help="epochs of the pick's final fine-tune (default: the recipe's / task's max_epochs)")
+    parser.add_argument("--epochs", type=epochs_or_auto, default=5,
+                        help="fine-tuning epochs of every candidate, or auto: the recipe's schedule until the validation "
+                             "error improves by less than 5%% over the last 20%% of the epochs (optim.plateau; the "
+                             "recipe's max_epochs the cap) (default: 5)")
+    parser.add_argument("--final-epochs", type=int, help="epochs of the pick's final fine-tune (default: the recipe's / "
+                        "task's max_epochs; with --epochs auto, until its plateau)")
     parser.add_argument("--blocks", type=count_list, help="block counts to try, e.g. 5,4,3 (default: every count below the checkpoint's)")
     parser.add_argument("--order", choices=ORDERS, default="relevance",
                         help="which blocks a k-block candidate keeps: the k most relevant by GradCAM (default) or the first k")

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="training runs at a time (default: 2 on CPU, 1 on CUDA)")
     parser.add_argument("--kd-seeds", type=int, default=1,
                         help="distillation runs per block count; Table 1 gives their mean and spread (default: 1)")
+    parser.add_argument("--full", action="store_true",
+                        help="fine-tune the whole sweep (BR, BR/RandomMLP and BR+KD at every reduced count) besides the "
+                             "default models (the teacher-size one; BR, BR+KD and scratch at one count; 3 seeds each)")
     parser.add_argument("--kd-options", action="store_true",
                         help="also distil with each option beyond the paper (rattle, teacher MD, Jacobian rows, per-atom "
                              "energies) at the second block count, with its cost per step")
@@ -34,4 +37,4 @@ def run(args: argparse.Namespace) -> None:
 
     run_demo(out=args.out, quick=args.quick, force=args.force, device=args.device, data=args.data,
              teacher=args.teacher, train_teacher=args.train_teacher, workers=args.workers, kd_seeds=args.kd_seeds,
-             kd_options=args.kd_options)
+             kd_options=args.kd_options, sweep=args.full)

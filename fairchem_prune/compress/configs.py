@@ -93,21 +93,30 @@ def finetune_base(architecture: Architecture, hydra: bool, tasks: list[Path], tr
     return config
 
 
-def run_config(base: dict, architecture: Architecture, core: dict, epochs: int, steps_per_epoch: int) -> dict:
+def run_config(base: dict, architecture: Architecture, core: dict, epochs: int | None, steps_per_epoch: int) -> dict:
     """``base`` with the model's block-holding section updated by ``core`` (checkpoint, kept blocks) and
-    the recipe's schedule scaled to ``epochs`` (warm-up and cosine decay keep their share of it),
-    validated twice per epoch of ``steps_per_epoch`` steps."""
+    the recipe's schedule scaled to ``epochs`` (warm-up and cosine decay keep their share of it), or,
+    for ``epochs`` None, the recipe's own schedule stopped on a validation plateau (``optim.plateau``,
+    :mod:`~fairchem_prune.trainers.plateau`; the recipe's ``max_epochs`` the cap); validated twice per
+    epoch of ``steps_per_epoch`` steps."""
+    from dataclasses import asdict
+
     from fairchem_prune.trainers.finetune import extend_multipliers
+    from fairchem_prune.trainers.plateau import Plateau
 
     config = copy.deepcopy(base)
     section = {**core_section(config["model"]), **core}
     config["model"] = architecture.with_core(config["model"], section)
     optim = config.setdefault("optim", {})
-    cosine = float(optim.get("cosine_epochs", epochs))
-    if optim.get("scheduler") == "WarmupCosine" and cosine > 0:
-        optim["warmup_epochs"] = float(optim.get("warmup_epochs", 0)) * epochs / cosine
-        optim["cosine_epochs"] = epochs
-    optim["max_epochs"] = epochs
+    if epochs is None:
+        optim.setdefault("plateau", asdict(Plateau()))
+    else:
+        cosine = float(optim.get("cosine_epochs", epochs))
+        if optim.get("scheduler") == "WarmupCosine" and cosine > 0:
+            optim["warmup_epochs"] = float(optim.get("warmup_epochs", 0)) * epochs / cosine
+            optim["cosine_epochs"] = epochs
+        optim["max_epochs"] = epochs
+        optim.pop("plateau", None)
     optim["eval_every"] = max(1, steps_per_epoch // 2)  # two validations per epoch: the best checkpoint
     optim.setdefault("print_every", max(1, steps_per_epoch // 2))
     if "layerwise_lr" in optim:

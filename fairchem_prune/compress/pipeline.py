@@ -5,14 +5,15 @@ model whose error on the user's task stays within a budget of the full model's.
                   task's loss on its training data -> ``relevance.json``, ``relevance.png``; a k-block
                   candidate keeps the k most relevant blocks (``--order last``: the first k)
 2. candidates     the full model (the reference) and each block count, fine-tuned with the architecture's
-                  recipe for the same ``--epochs``; with ``--distill DATA`` also each count distilled from
+                  recipe for the same ``--epochs`` (``auto``: each until its validation plateau); with ``--distill DATA`` also each count distilled from
                   the full model on DATA first -> ``configs/``, ``runs/``, ``logs/``
 3. ``benchmark``  throughput, FLOP bound, parameters and peak memory per block count -> ``benchmark.json``
 4. pick           of the candidates whose best validation error is within ``--budget`` of the
                   reference's, the fewest blocks (``--pick fewest``) or the highest throughput not
                   flagged by the benchmark (``--pick fastest``; :mod:`fairchem_prune.compress.budget`)
                   -> ``compress.json``, ``report.md``, ``pareto.png``
-5. final          the pick fine-tuned to the end (the recipe's epochs, or ``--final-epochs``) ->
+5. final          the pick fine-tuned to the end (the recipe's epochs, or ``--final-epochs``; with
+                  ``--epochs auto``, until its plateau) ->
                   ``compressed_<candidate>.pt``, a self-contained fairchem checkpoint
 
 Every finished step is skipped on a re-run; an interrupted training run resumes. ``--submit`` sends the
@@ -36,9 +37,12 @@ from fairchem_prune.compress.workdir import block_counts, check_settings
 from fairchem_prune.compress.configs import LEADERBOARD_METRIC, finetune_base, run_config, write_config
 from fairchem_prune.errors import PruneError, require_device
 from fairchem_prune.fairchem_runs import FairchemRun, train_all
+from fairchem_prune.trainers.plateau import Plateau
 from fairchem_prune.files import json_stage
 
 ORDERS = ("relevance", "last")
+#: ``--epochs auto``: each fine-tune runs the recipe's schedule until its validation plateau
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ class CompressSettings:
     tasks: list[str]
     train: str
     val: str
-    epochs: int = 5
+    epochs: int | str = 5                 #: each candidate's fine-tuning epochs, or "auto" (until its plateau)
     blocks: list[int] | None = None       #: block counts to try (default: every count below the checkpoint's)
     order: str = "relevance"
     distill: str | None = None            #: LMDB of pre-training structures for the distilled variants
@@ -94,8 +98,11 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
         raise PruneError(f"--order must be one of {ORDERS}, got {settings.order!r}")
     if pick not in PICKS:
         raise PruneError(f"--pick must be one of {', '.join(PICKS)}, got {pick!r}")
-    if settings.epochs < 1 or (final_epochs is not None and final_epochs < 1):
-        raise PruneError("--epochs and --final-epochs must be at least 1")
+    auto = settings.epochs == AUTO
+    if (not auto and (not isinstance(settings.epochs, int) or settings.epochs < 1)) or \
+            (final_epochs is not None and final_epochs < 1):
+        raise PruneError(f"--epochs must be at least 1 or {AUTO}, and --final-epochs at least 1; got --epochs "
+                         f"{settings.epochs}" + ("" if final_epochs is None else f", --final-epochs {final_epochs}"))
     parse_budget(budget, None)  # the unit is checked against the task's metric below
     train_size = _dataset_size(train, "--train")
     _dataset_size(val, "--val")
@@ -116,16 +123,19 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     fairchem_args = (["--cpu"] if device == "cpu" else []) + list(fairchem_args or [])
     steps_per_epoch = math.ceil(train_size / int(base.get("optim", {}).get("batch_size", 1)))
 
-    def config_of(name: str, core: dict, epochs: int, what: str) -> Path:
+    candidate_epochs = None if auto else settings.epochs
+
+    def config_of(name: str, core: dict, epochs: int | None, what: str) -> Path:
         path = out / "configs" / f"{name}.yml"
-        write_config(run_config(base, architecture, core, epochs, steps_per_epoch), path,
-                     f"fairchem-prune compress: {what}, {epochs:g} epochs of {', '.join(map(str, tasks))}\n"
+        config = run_config(base, architecture, core, epochs, steps_per_epoch)
+        write_config(config, path,
+                     f"fairchem-prune compress: {what}, {_length(config, epochs)} of {', '.join(map(str, tasks))}\n"
                      f"with {architecture.finetune_recipe}; train {train}, val {val}",
                      started=(out / "logs" / f"{name}.log").exists())
         return path
 
     reference = FairchemRun(f"full_{b}b", config_of(f"full_{b}b", {"pretrained_checkpoint": str(checkpoint.resolve()),
-                                                                   "kept_blocks": list(range(b))}, settings.epochs,
+                                                                   "kept_blocks": list(range(b))}, candidate_epochs,
                                                     f"all {b} blocks of {checkpoint.name}"),
                             out / "runs", out / "logs" / f"full_{b}b.log")
     relevance_path = out / "relevance.json"
@@ -148,7 +158,7 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     candidates = []
     for k in counts:
         c = Candidate(f"br_{k}b", k, kept[k], False, checkpoint)
-        c.run = FairchemRun(c.name, config_of(c.name, c.core(), settings.epochs, f"blocks {kept[k]} of {checkpoint.name}"),
+        c.run = FairchemRun(c.name, config_of(c.name, c.core(), candidate_epochs, f"blocks {kept[k]} of {checkpoint.name}"),
                             out / "runs", out / "logs" / f"{c.name}.log")
         candidates.append(c)
     if settings.distill:
@@ -161,7 +171,7 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
     for c in candidates:
         if c.distilled:
             _export(c.distill_run.best_checkpoint, c.start)
-            c.run = FairchemRun(c.name, config_of(c.name, c.core(), settings.epochs, f"the student of {c.distill_run.name}"),
+            c.run = FairchemRun(c.name, config_of(c.name, c.core(), candidate_epochs, f"the student of {c.distill_run.name}"),
                                 out / "runs", out / "logs" / f"{c.name}.log")
     if not _launch([c.run for c in candidates if c.distilled], fairchem_args, workers, submit):
         return None
@@ -176,29 +186,56 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
         run = model.pop("run")
         scores = best_metrics(run)
         model.update(error=scores[metric], efwt=scores.get(LEADERBOARD_METRIC), checkpoint=str(run.best_checkpoint))
+        if auto:
+            model["trained"] = _trained(run)
     rows = report.candidate_rows(models, _cost(bench))
     result = {"settings": asdict(settings), "architecture": architecture.name, "metric": metric, "budget": budget,
               "limit": rule.limit(rows[0]["error"]), "reference": rows[0], "candidates": rows[1:], "pick": None, "final": None,
               "benchmark_on": "the validation structures", "loads_in": "fairchem's OCPCalculator and `--mode predict`",
               "task": f"{', '.join(f'`{t}`' for t in settings.tasks)}; train `{settings.train}`, val `{settings.val}`",
-              "length": f"{settings.epochs:g} epochs", "error_is": "best validation"}
+              "length": _length(run_config(base, architecture, {}, candidate_epochs, steps_per_epoch), candidate_epochs),
+              "error_is": "best validation"}
+    if auto:
+        result["stop_rule"] = _stop_rule(run_config(base, architecture, {}, None, steps_per_epoch))
     chosen = report.record_pick(out, result, rule, _say, by=pick)
 
     # the final fine-tune of the pick
     winner = next(c for c in candidates if c.name == chosen["name"])
-    epochs = final_epochs or int(base.get("optim", {}).get("max_epochs", settings.epochs))
-    name = f"final_{winner.name}_e{epochs}"
+    epochs = final_epochs or (None if auto else int(base.get("optim", {}).get("max_epochs", settings.epochs)))
+    name = f"final_{winner.name}_{AUTO if epochs is None else f'e{epochs}'}"
     final = FairchemRun(name, config_of(name, winner.core(), epochs, f"the pick {winner.name}, fine-tuned to the end"),
                         out / "runs", out / "logs" / f"{name}.log")
     if not _launch([final], fairchem_args, workers, submit):
         return None
     target = out / f"compressed_{winner.name}.pt"
     _export(final.best_checkpoint, target)
-    result["final"] = {"run": name, "epochs": epochs, "length": f"{epochs:g} epochs", "checkpoint": str(target),
-                       "error": best_metrics(final)[metric]}
+    result["final"] = {"run": name, "epochs": epochs,
+                       "length": _trained(final) if epochs is None else f"{epochs:g} epochs",
+                       "checkpoint": str(target), "error": best_metrics(final)[metric]}
     report.write_outputs(out, result)
     _say(f"done: {target} ({metric} {result['final']['error']:.4g}); {out / 'report.md'}")
     return result
+
+
+def _length(config: dict, epochs: int | None) -> str:
+    """How long a run of ``config`` trains, in words: ``epochs`` epochs, or up to its cap, to its plateau
+    (``epochs`` None)."""
+    return f"{epochs:g} epochs" if epochs is not None else f"up to {config['optim']['max_epochs']:g} epochs, to a plateau"
+
+
+def _stop_rule(config: dict) -> str:
+    """The plateau rule of ``config`` (``optim.plateau``), in words."""
+    plateau = {**asdict(Plateau()), **config["optim"]["plateau"]}
+    return (f"a run stops once its best validation error improves by less than {100 * plateau['tolerance']:g}% over the "
+            f"last {100 * plateau['window']:g}% of its epochs, not before epoch {plateau['min_epochs']:g}")
+
+
+def _trained(run: FairchemRun) -> str:
+    """How long a run stopped on a plateau trained, e.g. "23.5 epochs (plateau)" or "40 epochs (cap)"."""
+    from fairchem_prune.trainers.plateau import trained_epochs
+
+    epochs, stopped = trained_epochs(run.checkpoint_dir)
+    return f"{epochs:g} epochs ({'plateau' if stopped else 'cap'})"
 
 
 def best_metrics(run: FairchemRun) -> dict[str, float]:

@@ -49,20 +49,23 @@ def pick_notes(result: dict, chosen: dict, by: str) -> list[str]:
 
 def table(result: dict) -> str:
     """Markdown table of every model, the pick in bold, flagged throughputs marked ``!``; the validation
-    EFwT (the S2EF leaderboard's ranking metric) where the task scores it."""
+    EFwT (the S2EF leaderboard's ranking metric) where the task scores it, and how long each model
+    trained where that differs between them (``trained``: ``--epochs auto``)."""
     from fairchem_prune.bench_harness import FLAG_MARK
 
     metric, limit = result["metric"], result["limit"]
     rows = [result["reference"], *result["candidates"]]
     efwt = any(row.get("efwt") is not None for row in rows)
-    lines = [f"| model | blocks kept | val {metric} | vs full | within |{' val EFwT (%) |' if efwt else ''} "
-             "samples/s | speed-up (bound) | params | peak MB |",
-             "|---|---|---:|---:|:---:|" + ("---:|" if efwt else "") + "---:|---:|---:|---:|"]
+    trained = any("trained" in row for row in rows)  # runs of --epochs auto: how long each trained
+    lines = [f"| model | blocks kept | val {metric} | vs full | within |{' val EFwT (%) |' if efwt else ''}"
+             f"{' trained |' if trained else ''} samples/s | speed-up (bound) | params | peak MB |",
+             "|---|---|---:|---:|:---:|" + ("---:|" if efwt else "") + ("---:|" if trained else "") + "---:|---:|---:|---:|"]
     for row in rows:
         name = f"**{row['name']}**" if row["name"] == result["pick"] else row["name"]
         within = "ref" if row is result["reference"] else ("yes" if row["error"] <= limit else "no")
         leaderboard = (" - |" if row.get("efwt") is None else f" {100 * row['efwt']:.1f} |") if efwt else ""
-        lines.append(f"| {name} | {row['kept']} | {row['error']:.4g} | {100 * row['excess']:+.1f}% | {within} |{leaderboard} "
+        length = f" {row.get('trained', '-')} |" if trained else ""
+        lines.append(f"| {name} | {row['kept']} | {row['error']:.4g} | {100 * row['excess']:+.1f}% | {within} |{leaderboard}{length} "
                      f"{row['samples_per_s']:.3g}{FLAG_MARK if row.get('flags') else ''} | "
                      f"{row['speedup']:.2f}x ({row['flop_bound']:.2f}x) | "
                      f"{row['params']:,} | {row['peak_memory_mb']:.1f} |")
@@ -117,7 +120,7 @@ def write_outputs(out: Path, result: dict) -> None:
         f"- Checkpoint: `{settings['checkpoint']}` ({result['architecture']}, {result['reference']['blocks']} blocks)",
         f"- Task: {result['task']}",
         f"- Every model fine-tuned for {result['length']} with the same recipe; its {result['error_is']} "
-        f"{result['metric']} is shown. Blocks kept by {'GradCAM relevance (relevance.png)' if settings['order'] == 'relevance' else 'position (the first k)'}.",
+        f"{result['metric']} is shown{' (' + result['stop_rule'] + ')' if result.get('stop_rule') else ''}. Blocks kept by {'GradCAM relevance (relevance.png)' if settings['order'] == 'relevance' else 'position (the first k)'}.",
         f"- Budget: {result['budget']} of the full model's {result['reference']['error']:.4g}, i.e. at most {result['limit']:.4g}.",
         f"- Throughput and peak memory: the benchmark on {result['benchmark_on']} (benchmark.json); "
         "speed-up measured against the full model, FLOP bound in parentheses.",

@@ -13,9 +13,10 @@ interrupted training runs resume from fairchem's own ``checkpoint.pt``):
 3. ``relevance``  GradCAM block relevance per source -> ``relevance.json``, ``relevance.png``
 4. ``reduction``  BR to b-1 .. b-4 blocks, BR+KD (``trainer: distill``) -> ``reduction/``,
                   ``reduction.json`` (force / energy error and EFwT per source: Table 1 and its leaderboard view)
-5. ``finetune``   BR, BR/RandomMLP, BR+KD and scratch models fine-tuned on ethanol for the same number
-                  of epochs -> ``finetune/``, ``finetune.json``, ``finetune.png`` (Fig. 3),
-                  ``finetune_curves.png`` (Fig. 4)
+5. ``finetune``   the teacher-size model and BR, BR+KD and scratch at one reduced count (``--full``:
+                  also BR, BR/RandomMLP and BR+KD at every count) fine-tuned on ethanol for the same
+                  number of epochs, the default models with several seeds -> ``finetune/``,
+                  ``finetune.json``, ``finetune.png`` (Fig. 3), ``finetune_curves.png`` (Fig. 4)
 6. ``md``         NVE molecular dynamics of the fine-tuned teacher-size, BR and BR+KD models (tools/md_check.py)
                   -> ``md.json``, ``md.png``
 7. ``benchmark``  speed, FLOPs, parameters, memory of the teacher's architecture -> ``benchmark.json`` (Table 2)
@@ -49,23 +50,25 @@ class DemoSettings:
     reductions: int                #: how many block counts below the teacher's
     kd_samples: int                #: structures seen by each distillation run
     ft_epochs: int
+    ft_seeds: int                  #: fine-tuning runs (seeds) of each default model
     bench_repeats: int
     md_steps: int                  #: NVE steps of each fine-tuned model
     md_structures: int             #: ethanol test frames it starts from
     batch_size: int = 8
+    ft_ema: float = 0.9            #: EMA decay of the fine-tunes (the recipe's 0.99 lags a run of a few hundred steps)
 
 
 FULL = DemoSettings(
     quick=False, data_size="standard", data_spec=SIZES["standard"],
     ethanol_sizes=(200, 50, 200), teacher_config=config_path("s2ef/demo_mix_teacher_6b.yml"),
-    teacher_epochs=30, relevance_samples=50, reductions=4, kd_samples=6696, ft_epochs=8, bench_repeats=3,
+    teacher_epochs=30, relevance_samples=50, reductions=4, kd_samples=6696, ft_epochs=20, ft_seeds=3, bench_repeats=3,
     md_steps=400, md_structures=1,
 )
 QUICK = DemoSettings(
     quick=True, data_size="quick", data_spec=DemoSize(g2_frames=2, slabs=40, rmd17_frames=100, md22_frames=2,
                                                       qm9_conformers=1, g2_molecules=20),
     ethanol_sizes=(40, 16, 24), teacher_config=config_path("s2ef/demo_quick_teacher_3b.yml"),
-    teacher_epochs=2, relevance_samples=8, reductions=2, kd_samples=32, ft_epochs=2, bench_repeats=1,
+    teacher_epochs=2, relevance_samples=8, reductions=2, kd_samples=32, ft_epochs=2, ft_seeds=2, bench_repeats=1,
     md_steps=20, md_structures=1,
 )
 
@@ -85,11 +88,12 @@ def stage(out: Path, name: str, force: bool, compute, figures: dict | None = Non
 
 def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = False, device: str = "cpu",
              data: str | Path | None = None, teacher: str | Path | None = None, train_teacher: bool = False,
-             workers: int | None = None, kd_seeds: int = 1, kd_options: bool = False) -> dict:
+             workers: int | None = None, kd_seeds: int = 1, kd_options: bool = False, sweep: bool = False) -> dict:
     """Run every stage (see the module docstring); returns ``{"reduction", "finetune", "benchmark",
     "findings"}`` as written to the JSON files. ``kd_seeds``: distillation runs per block count (Table 1
     gives their mean and spread); ``kd_options``: also distil with each option beyond the paper
-    (:data:`~fairchem_prune.demo.reduction.OPTIONS`) at the second block count, with its cost per step."""
+    (:data:`~fairchem_prune.demo.reduction.OPTIONS`) at the second block count, with its cost per step;
+    ``sweep`` (``--full``): fine-tune every block count and starting point, not only the default models."""
     from fairchem_prune.demo import finetune as ft
     from fairchem_prune.demo import reduction, report
     from fairchem_prune.demo.data import demo_data, downstream_data
@@ -108,7 +112,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
         raise PruneError(f"--kd-seeds must be at least 1, got {kd_seeds}")
     check_settings(out, {"quick": quick, "data": str(Path(data).resolve()) if data else None,
                           "teacher": str(Path(teacher).resolve()) if teacher else None, "train_teacher": train_teacher,
-                          "kd_seeds": kd_seeds, "kd_options": kd_options, "host": "fairchem1"},
+                          "kd_seeds": kd_seeds, "kd_options": kd_options, "sweep": sweep, "host": "fairchem1"},
                     force)
     if force:
         for folder in ("reduction", "finetune"):
@@ -175,12 +179,14 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
     if table_options:
         print(f"\nDistillation options at {reduced['options']['blocks']} blocks:\n" + table_options)
 
-    scratch = [counts[len(counts) // 2]]
-    say(f"5/8 fine-tuning on ethanol ({settings.ft_epochs} epochs each; scratch baseline at {scratch[0]} blocks)")
+    focus = counts[min(1, len(counts) - 1)]
+    plan = ft.finetune_plan(record["blocks"], counts, focus, settings.ft_seeds, sweep, ft.has_random_mlp(record))
+    say(f"5/8 fine-tuning on ethanol: {len(plan)} runs of {settings.ft_epochs} epochs (the {record['blocks']}-block model, "
+        f"BR, BR+KD and scratch at {focus} blocks, {settings.ft_seeds} seeds each{'; every count with --full' if sweep else ''})")
 
     def finetune() -> dict:
         kd = {k: Path(reduced["checkpoints"][f"kd_{k}b"]) for k in counts}
-        runs = ft.finetune_runs(teacher_path, record, counts, kd, scratch, ethanol, settings, out / "finetune", out / "logs")
+        runs = ft.finetune_runs(teacher_path, record, plan, kd, ethanol, settings, out / "finetune", out / "logs")
         from fairchem_prune.fairchem_runs import train_all
 
         train_all([r.run for r in runs], fairchem_args, workers, say=lambda m: say(f"finetune: {m}"))
@@ -189,9 +195,11 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
     tuned = stage(out, "finetune", force, finetune, {"finetune.png": lambda r, p: report.plot_finetune(r["rows"], p),
                                                       "finetune_curves.png": lambda r, p: report.plot_curves(r["rows"], p)})
     table_ft = report.finetune_table(tuned["rows"])
-    print("\nFig. 3 analogue: ethanol test MAE after fine-tuning:\n" + table_ft)
+    print("\nFig. 3 analogue: ethanol test MAE after fine-tuning (mean ± standard deviation over seeds):\n" + table_ft)
+    table_conv = report.convergence_table(tuned["rows"])
+    print("\nConvergence of the fine-tunes (Fig. 4):\n" + table_conv)
 
-    md_blocks = sorted({counts[min(1, len(counts) - 1)], counts[-1]}, reverse=True)
+    md_blocks = sorted({focus, counts[-1]} if sweep else {focus}, reverse=True)
     say(f"6/8 molecular dynamics of the fine-tuned models (teacher size, {md_blocks} blocks) on ethanol")
     md = stage(out, "md", force, lambda: _md_check(out, tuned["rows"], record["blocks"], md_blocks, ethanol, settings),
                 {"md.png": plot_energies})
@@ -206,7 +214,7 @@ def run_demo(out: str | Path = "demo_out", quick: bool = False, force: bool = Fa
     say("8/8 report")
     checks = report.findings(relevance, counts, reduced["metrics"], tuned["rows"], reduced["seeds"])
     report.write_report(out / "report.md", _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench,
-                                                     checks, tuned, reduced, table_options, table_md, table_lb))
+                                                     checks, tuned, reduced, table_options, table_md, table_lb, table_conv))
     print("\nFindings:\n" + "\n".join(f"- {line}" for line in checks))
     say(f"done: {out / 'report.md'}")
     return {"reduction": reduced, "finetune": tuned, "benchmark": bench, "findings": checks}
@@ -217,7 +225,7 @@ def check_settings(out: Path, settings: dict, force: bool) -> None:
     path = out / "demo.json"
     if path.exists() and not force:
         before = json.loads(path.read_text())
-        defaults = {"kd_seeds": 1, "kd_options": False, "host": "fairchem1"}  # runs from before these settings existed
+        defaults = {"kd_seeds": 1, "kd_options": False, "sweep": False, "host": "fairchem1"}  # runs from before these settings existed
         changed = [key for key in settings if before.get(key, defaults.get(key)) != settings[key]]
         if changed:
             raise PruneError(f"{out} holds a demo run with other settings ({', '.join(f'{k}: {before.get(k)}' for k in changed)}); "
@@ -250,7 +258,7 @@ def _md_check(out: Path, rows: list[dict], teacher_blocks: int, blocks: list[int
     from fairchem_prune.md_models import checkpoint_calculators, read_structures
 
     checkpoints = out / "finetune" / "runs" / "checkpoints"
-    by_key = {(r["init"], r["blocks"]): r["name"] for r in rows}
+    by_key = {(r["init"], r["blocks"]): r["name"] for r in rows if not r.get("seed")}
     wanted = [("BR", teacher_blocks)] + [(init, k) for k in blocks for init in ("BR", "BR+KD")]
     named = {("teacher" if k == teacher_blocks else init) + f" {k}b": checkpoints / by_key[(init, k)] / "best_checkpoint.pt"
              for init, k in wanted if (init, k) in by_key}
@@ -269,7 +277,7 @@ def _md_check(out: Path, rows: list[dict], teacher_blocks: int, blocks: list[int
 
 
 def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench, checks, tuned, reduced,
-              table_options, table_md, table_lb) -> list[tuple[str, str]]:
+              table_options, table_md, table_lb, table_conv) -> list[tuple[str, str]]:
     from fairchem_prune.architectures import by_name
     from fairchem_prune.demo import report
 
@@ -286,7 +294,8 @@ def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench,
         "temperature-balanced sources).\n"
         f"- Fine-tuning: ethanol (rMD17 format, xTB MD at 500 K), {settings.ethanol_sizes[0]} / "
         f"{settings.ethanol_sizes[1]} / {settings.ethanol_sizes[2]} frames train / val / test, {settings.ft_epochs} "
-        f"epochs for every model (fixed compute per epoch count), {tuned['workers']} run(s) at a time."
+        f"epochs for every model (fixed compute per epoch count), {settings.ft_seeds} seeds of each default model, "
+        f"{tuned['workers']} run(s) at a time."
         + ("\n- **Quick mode**: a tiny teacher and a few steps; the numbers check the pipeline, not the method."
            if settings.quick else "")
         + ("\n\n![teacher](teacher_curve.png)" if record.get("val_curve") else "")
@@ -310,7 +319,10 @@ def _sections(record, mix, settings, table_rel, table1, table_ft, table2, bench,
             f"budget ({settings.kd_samples} structures), seed 0; cost per step relative to the plain objective, "
             "measured side by side (tools/distill_cost.py):\n\n" + table_options if table_options else "")),
         ("Fine-tuning (Fig. 3, Fig. 4)", "![finetune](finetune.png)\n\n![curves](finetune_curves.png)\n\nTest MAE of "
-         "the best validation checkpoint; train s = training wall time, validations included, start-up excluded.\n\n" + table_ft),
+         "the best validation checkpoint, mean ± standard deviation over the seeds; train s = training wall time, "
+         "validations included, start-up excluded. The curves are seed 0's.\n\n" + table_ft
+         + "\n\nConvergence: each model's best validation force MAE and how much it still changed over the last 20 % "
+         "of the steps (plateaued: by less than 5 %).\n\n" + table_conv),
         ("Molecular dynamics", f"![md](md.png)\n\nNVE runs (velocity Verlet, 0.5 fs, {settings.md_steps} steps, "
          f"300 K starting velocities, the same for every model) from {settings.md_structures} ethanol test frame(s), "
          "of the fine-tuned models (tools/md_check.py). Direct-force models need not conserve energy.\n\n" + table_md),

@@ -1,7 +1,7 @@
-"""The demo's downstream side: fine-tune models of every block count on the ethanol task with the stock
-``fairchem`` trainer (the architecture's ``demo_finetune_config``, e.g.
-``configs/finetune/demo_ethanol_base.yml``), every run for the same number of epochs, then score each best checkpoint on the test split and read its validation curve (force MAE
-against wall time) from fairchem's tensorboard events.
+"""The demo's downstream side: fine-tune models on the ethanol task with the stock ``fairchem`` trainer
+(the architecture's ``demo_finetune_config``, e.g. ``configs/finetune/demo_ethanol_base.yml``), every
+run for the same number of epochs, several seeds per model, then score each best checkpoint on the test
+split and read its validation curve (force MAE against wall time) from fairchem's tensorboard events.
 
 Starting points for k blocks: BR (the teacher's first k blocks, sliced FinalMLP), BR/RandomMLP (the
 same with a fresh first readout layer, where the architecture has one to re-initialise), BR+KD (the distilled student) and scratch (the
@@ -29,10 +29,11 @@ INITS = ("BR", "BR/RandomMLP", "BR+KD", "scratch")
 class FinetuneRun:
     init: str      #: one of INITS
     blocks: int
+    seed: int
     run: FairchemRun
 
 
-def _has_random_mlp(record: dict) -> bool:
+def has_random_mlp(record: dict) -> bool:
     """Whether the teacher's architecture has a first readout layer to re-initialise (BR/RandomMLP)."""
     return "random" in by_name(record["architecture"]).mlp_init_choices
 
@@ -53,32 +54,47 @@ def _model_section(init: str, k: int, teacher: Path, record: dict, kd: dict[int,
                 "pretrained_checkpoint": None, "num_blocks_kept": k}
     else:
         core = {"pretrained_checkpoint": str(teacher.resolve()), "num_blocks_kept": k}
-        if _has_random_mlp(record):
+        if has_random_mlp(record):
             core["mlp_init"] = "random" if init == "BR/RandomMLP" else "sliced"
     return by_name(record["architecture"]).with_core({"name": base.get("name")}, core)
 
 
-def finetune_runs(teacher: Path, record: dict, counts: list[int], kd: dict[int, Path], scratch: list[int],
-                  ethanol: Path, settings, folder: Path, logs: Path) -> list[FinetuneRun]:
-    """The runs, largest models first: BR at the teacher's size and each of ``counts``, BR/RandomMLP
-    and BR+KD at ``counts``, scratch at ``scratch``; ``settings.ft_epochs`` epochs each."""
-    plan = [("BR", record["blocks"])] + [("BR", k) for k in counts] + [("BR+KD", k) for k in counts]
-    if _has_random_mlp(record):
-        plan += [("BR/RandomMLP", k) for k in counts]
-    plan += [("scratch", k) for k in scratch]
+def finetune_plan(teacher_blocks: int, counts: list[int], focus: int, seeds: int, sweep: bool,
+                  random_mlp: bool) -> list[tuple[str, int, int]]:
+    """``(init, blocks, seed)`` of every run, largest models first: the default models (BR at the
+    teacher's size and at ``focus`` blocks, BR+KD and scratch at ``focus``), each with ``seeds`` seeds;
+    with ``sweep`` also BR, BR+KD and BR/RandomMLP (where ``random_mlp``) at every one of ``counts``,
+    seed 0."""
+    models = [("BR", teacher_blocks), ("BR", focus), ("BR+KD", focus), ("scratch", focus)]
+    plan = [(init, k, seed) for init, k in models for seed in range(seeds)]
+    if sweep:
+        inits = ("BR", "BR+KD") + (("BR/RandomMLP",) if random_mlp else ())
+        plan += [(init, k, 0) for init in inits for k in counts if (init, k) not in models]
+    return sorted(plan, key=lambda item: (-item[1], INITS.index(item[0]), item[2]))
+
+
+def run_name(init: str, k: int, seed: int = 0) -> str:
+    """``br_4b``, ``br_kd_4b``, ``br_randommlp_4b``, ``scratch_4b``; ``_s<seed>`` after it for seeds > 0."""
+    return f"{init.lower().replace('/', '_').replace('+', '_')}_{k}b" + (f"_s{seed}" if seed else "")
+
+
+def finetune_runs(teacher: Path, record: dict, plan: list[tuple[str, int, int]], kd: dict[int, Path], ethanol: Path,
+                  settings, folder: Path, logs: Path) -> list[FinetuneRun]:
+    """The runs of ``plan`` (:func:`finetune_plan`), ``settings.ft_epochs`` epochs each, seeded by
+    fairchem's ``--seed`` (the data order; a fresh layer's initialisation)."""
     folder.mkdir(parents=True, exist_ok=True)
     steps_per_epoch = math.ceil(settings.ethanol_sizes[0] / settings.batch_size)
     optim = {"batch_size": settings.batch_size, "max_epochs": settings.ft_epochs, "cosine_epochs": settings.ft_epochs,
-             "eval_every": max(1, steps_per_epoch // 2), "print_every": steps_per_epoch}
+             "ema_decay": settings.ft_ema, "eval_every": steps_per_epoch, "print_every": steps_per_epoch}
     multipliers = yaml.safe_load((config_path("finetune/recipe.yml")).read_text())["optim"]["layerwise_lr"]
     if record["blocks"] > len(multipliers["blocks"]):  # JMP-L's 6 multipliers, the last one repeated
         optim["layerwise_lr"] = extend_multipliers(multipliers, record["blocks"])
     base = config_path(by_name(record["architecture"]).demo_finetune_config)
     base_model = load_config(str(base))[0]["model"]
     runs = []
-    for init, k in sorted(plan, key=lambda item: -item[1]):
-        name = f"{init.lower().replace('/', '_').replace('+', '_')}_{k}b"
-        config = folder / f"{name}.yml"
+    for init, k, seed in plan:
+        name = run_name(init, k, seed)
+        config = folder / f"{run_name(init, k)}.yml"  # the seeds of a model share its config
         if not config.exists():
             config.write_text(yaml.safe_dump({
                 "includes": [str(base)],
@@ -86,7 +102,8 @@ def finetune_runs(teacher: Path, record: dict, counts: list[int], kd: dict[int, 
                 "model": _model_section(init, k, teacher, record, kd, base_model),
                 "optim": optim,
             }, sort_keys=False))
-        runs.append(FinetuneRun(init, k, FairchemRun(name, config, folder / "runs", logs / f"{name}.log")))
+        runs.append(FinetuneRun(init, k, seed, FairchemRun(name, config, folder / "runs", logs / f"{name}.log",
+                                                           args=("--seed", str(seed)))))
     return runs
 
 
@@ -98,7 +115,7 @@ def score_runs(runs: list[FinetuneRun], ethanol: Path, device: str) -> list[dict
     for i, item in enumerate(runs, 1):
         curve, seconds = item.run.validation_curve()
         rows.append({
-            "name": item.run.name, "init": item.init, "blocks": item.blocks,
+            "name": item.run.name, "init": item.init, "blocks": item.blocks, "seed": item.seed,
             "test": evaluate_checkpoint(item.run.best_checkpoint, ethanol / "test", device=device,
                                         show_progress=f"finetune: test scoring {item.run.name} ({i}/{len(runs)})"),
             "best_val_forces_mae": min(value for _, _, value in curve),

@@ -152,20 +152,59 @@ def options_table(reduced: dict) -> str:
     return "\n".join(lines)
 
 
+def model_groups(rows: list[dict]) -> dict[tuple[str, int], list[dict]]:
+    """The fine-tuning rows of each model ``(init, blocks)``, one per seed, largest models first."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for row in sorted(rows, key=lambda r: (-r["blocks"], list(INIT_STYLE).index(r["init"]), r.get("seed", 0))):
+        groups.setdefault((row["init"], row["blocks"]), []).append(row)
+    return groups
+
+
+def seed_forces(group: list[dict]) -> list[float]:
+    """Test force MAE (eV/Å) of each seed's run of one model."""
+    return [row["test"]["forces_mae"] for row in group]
+
+
+def late_gain(curve: list, window: float = 0.2) -> float:
+    """How much a run's best validation force MAE improved over the last ``window`` share of its steps:
+    best(all) / best(steps <= (1 - window) * last step) - 1 (negative: it still improved); ``curve``:
+    ``[(seconds, step, value), ...]``."""
+    horizon = (1 - window) * curve[-1][1]
+    before = [value for _, step, value in curve if step <= horizon]
+    return min(value for *_, value in curve) / min(before) - 1 if before else float("nan")
+
+
+#: a fine-tune whose best validation force MAE improved by less than this over its last 20 % has plateaued
+PLATEAU = 0.05
+
+
 def finetune_table(rows: list[dict]) -> str:
-    """Test force / energy MAE after fine-tuning, per block count and starting point."""
-    inits = [i for i in INIT_STYLE if any(r["init"] == i for r in rows)]
-    blocks = sorted({r["blocks"] for r in rows}, reverse=True)
-    by_key = {(r["init"], r["blocks"]): r for r in rows}
+    """Test force / energy MAE after fine-tuning (mean ± standard deviation over the seeds), per block
+    count and starting point."""
+    groups = model_groups(rows)
+    inits = [i for i in INIT_STYLE if any(init == i for init, _ in groups)]
+    blocks = sorted({k for _, k in groups}, reverse=True)
     lines = ["| blocks | " + " | ".join(f"{i}: forces (meV/Å) / energy (meV) / train s" for i in inits) + " |",
              "|---:|" + "---:|" * len(inits)]
     for k in blocks:
         cells = []
         for init in inits:
-            row = by_key.get((init, k))
-            cells.append("-" if row is None else
-                         f"{_mev(row['test']['forces_mae'])} / {_mev(row['test']['energy_mae'])} / {row['train_seconds']:.0f}")
+            group = groups.get((init, k))
+            cells.append("-" if group is None else
+                         f"{_spread(seed_forces(group), 1000)} / {_spread([r['test']['energy_mae'] for r in group], 1000)} / "
+                         f"{float(np.mean([r['train_seconds'] for r in group])):.0f}")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def convergence_table(rows: list[dict]) -> str:
+    """Per model: its runs (seeds), best validation force MAE and how much it still improved over the last
+    20 % of the steps (:func:`late_gain`; plateaued when by less than :data:`PLATEAU`)."""
+    lines = ["| model | runs | best val force MAE (meV/Å) | change over the last 20 % | plateaued |", "|---|---:|---:|---:|:---:|"]
+    for (init, k), group in model_groups(rows).items():
+        gains = [late_gain(r["curve"]) for r in group]
+        lines.append(f"| {init} {k} | {len(group)} | {_spread([r['best_val_forces_mae'] for r in group], 1000)} | "
+                     f"{_spread(gains, 100, 1, '%')} | {sum(-g < PLATEAU for g in gains)}/{len(group)} |")
     return "\n".join(lines)
 
 
@@ -211,13 +250,50 @@ def findings(relevance: dict, counts: list[int], metrics: dict, finetune: list[d
         verdict = "holds" if len(narrowed) == len(counts) else f"holds at {narrowed or 'no'} block counts of {counts}"
         out.append(f"KD narrows the BR gap ({source}): {verdict} (gap to the teacher, BR -> BR+KD: "
                    + ", ".join(f"{k}b {a:+.1f} -> {b:+.1f}" for k, (a, b) in gaps.items()) + " meV/Å).")
-    by_key = {(r["init"], r["blocks"]): r["test"]["forces_mae"] for r in finetune}
-    for k in sorted({r["blocks"] for r in finetune if r["init"] == "scratch"}, reverse=True):
-        pre = {i: by_key[(i, k)] for i in ("BR", "BR+KD") if (i, k) in by_key}
-        beats = {i: v < by_key[("scratch", k)] for i, v in pre.items()}
-        out.append(f"A {k}-block model from the pre-trained teacher beats the same model trained from scratch: "
-                   + ", ".join(f"{i} {'holds' if b else 'does not hold'} ({_mev(pre[i])} vs {_mev(by_key[('scratch', k)])} meV/Å)"
-                               for i, b in beats.items()) + ".")
+    return out + downstream_findings(finetune)
+
+
+def downstream_findings(rows: list[dict]) -> list[str]:
+    """The paper's downstream claims, checked on the fine-tuned models (test force MAE, mean ± standard
+    deviation over seeds): the reduced models against the teacher-size one, KD against BR at the same
+    count, and pre-trained against scratch at the same count and epochs (equal compute). A difference
+    within the seeds' spread is said to be so."""
+    groups = model_groups(rows)
+    out = []
+    gains = [late_gain(r["curve"]) for r in rows]
+    if gains:
+        out.append(f"Every fine-tune plateaued (its best validation force MAE changed by less than {100 * PLATEAU:g}% over its "
+                   f"last 20%): {'holds' if all(-g < PLATEAU for g in gains) else 'does not hold'} "
+                   f"({sum(-g < PLATEAU for g in gains)} of {len(gains)} runs; changes {100 * min(gains):+.1f}% to {100 * max(gains):+.1f}%).")
+    full = max((k for init, k in groups if init == "BR"), default=None)
+
+    def mean_sd(key):
+        values = 1000 * np.array(seed_forces(groups[key]))
+        return values.mean(), values.std()
+
+    def compare(a, b) -> str:
+        (ma, sa), (mb, sb) = mean_sd(a), mean_sd(b)
+        single = len(groups[a]) == 1 and len(groups[b]) == 1
+        spread = "" if single else (
+            "; within the seeds' spread" if abs(ma - mb) <= max(sa, sb) else "; beyond the seeds' spread")
+        return (f"{_spread(seed_forces(groups[a]), 1000)} vs {_spread(seed_forces(groups[b]), 1000)} meV/Å, "
+                f"{100 * (ma / mb - 1):+.1f}%{spread}")
+
+    for init, k in groups:
+        if init == "BR" and k != full:
+            out.append(f"After fine-tuning, BR at {k} blocks against the {full}-block model (test force MAE): {compare((init, k), ('BR', full))}.")
+        if init == "BR+KD" and ("BR", k) in groups:
+            better = mean_sd((init, k))[0] < mean_sd(("BR", k))[0]
+            out.append(f"KD helps downstream at {k} blocks: {'holds' if better else 'does not hold'} "
+                       f"(BR+KD vs BR: {compare((init, k), ('BR', k))}).")
+        starts = [start for start in ("BR", "BR+KD") if (start, k) in groups]
+        if init == "scratch" and starts:
+            out.append(f"A {k}-block model from the pre-trained teacher beats the same model trained from scratch for the "
+                       "same epochs: " + ", ".join(
+                           f"{start} {'holds' if mean_sd((start, k))[0] < mean_sd((init, k))[0] else 'does not hold'} "
+                           f"({compare((start, k), (init, k))})" for start in starts) + ".")
+    return out
+
     return out
 
 
@@ -231,15 +307,19 @@ def _pyplot():
 
 
 def plot_finetune(rows: list[dict], path: Path) -> None:
-    """Fig. 3 analogue: test force MAE after fine-tuning against the number of blocks."""
+    """Fig. 3 analogue: test force MAE after fine-tuning against the number of blocks (mean and standard
+    deviation over the seeds)."""
     plt = _pyplot()
+    groups = model_groups(rows)
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     for init, (color, marker) in INIT_STYLE.items():
-        points = sorted((r["blocks"], 1000 * r["test"]["forces_mae"]) for r in rows if r["init"] == init)
+        points = sorted((k, 1000 * np.mean(seed_forces(g)), 1000 * np.std(seed_forces(g))) for (i, k), g in groups.items() if i == init)
         if points:
-            x, y = zip(*points)
-            ax.plot(x, y, color=color, marker=marker, linestyle="none" if init == "scratch" else "-", label=init)
-    ax.set_xticks(sorted({r["blocks"] for r in rows}))
+            x, y, sd = zip(*points)
+            seeds = max(len(g) for (i, _), g in groups.items() if i == init)
+            ax.errorbar(x, y, yerr=sd if seeds > 1 else None, color=color, marker=marker, capsize=3,
+                        linestyle="none" if len(points) == 1 else "-", label=init + (f" ({seeds} seeds)" if seeds > 1 else ""))
+    ax.set_xticks(sorted({k for _, k in groups}))
     ax.invert_xaxis()
     ax.set(xlabel="blocks kept", ylabel="test force MAE (meV/Å)", title="fine-tuned on the ethanol task")
     ax.legend(fontsize=8)
@@ -249,14 +329,15 @@ def plot_finetune(rows: list[dict], path: Path) -> None:
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
-    """Fig. 4 analogue: validation force MAE against training wall time, one panel per starting point."""
+    """Fig. 4 analogue: validation force MAE against training wall time, one panel per starting point
+    (seed 0 of each model)."""
     plt = _pyplot()
     inits = [i for i in INIT_STYLE if any(r["init"] == i for r in rows)]
     blocks = sorted({r["blocks"] for r in rows}, reverse=True)
     colors = dict(zip(blocks, plt.cm.viridis(np.linspace(0.0, 0.85, len(blocks)))))
     fig, axes = plt.subplots(1, len(inits), figsize=(3.4 * len(inits), 3.4), sharey=True, squeeze=False)
     for ax, init in zip(axes[0], inits):
-        for row in sorted((r for r in rows if r["init"] == init), key=lambda r: -r["blocks"]):
+        for row in sorted((r for r in rows if r["init"] == init and not r.get("seed")), key=lambda r: -r["blocks"]):
             t, _, value = zip(*row["curve"])
             ax.plot(t, 1000 * np.array(value), color=colors[row["blocks"]], marker=".", label=f"{row['blocks']} blocks")
         ax.set(title=init, xlabel="training wall time (s)")

@@ -1,5 +1,6 @@
 """``trainer: finetune``: fairchem's ``OCPTrainer`` plus two parts of JMP's fine-tuning recipe that
-fairchem 1.10 lacks, both read from the ``optim`` section:
+fairchem 1.10 lacks, both read from the ``optim`` section (and a stop on a validation plateau,
+``optim.plateau``, :mod:`~fairchem_prune.trainers.plateau`):
 
 * layer-wise learning rates (``layerwise_lr: {embedding: m_e, blocks: [m_0, m_1, ...]}``): the
   embedding trains at ``m_e * lr_initial``, block i at ``m_i * lr_initial``, the layers every block
@@ -22,6 +23,7 @@ from fairchem_prune import architectures
 from fairchem_prune.errors import PruneError
 from fairchem_prune.models import check_training_data
 from fairchem_prune.trainers.data_paths import ChecksDataPaths
+from fairchem_prune.trainers.plateau import StopsOnPlateau
 from fairchem_prune.trainers.preemption import ResumesAtCompletedStep
 
 WARMUP_COSINE = "WarmupCosine"
@@ -76,8 +78,9 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, optim: dict, steps_per_epoch
 
 
 @registry.register_trainer("finetune")
-class FinetuneTrainer(ChecksDataPaths, ResumesAtCompletedStep, OCPTrainer):
-    """``OCPTrainer`` with layer-wise learning rates and the ``WarmupCosine`` schedule (see module)."""
+class FinetuneTrainer(ChecksDataPaths, StopsOnPlateau, ResumesAtCompletedStep, OCPTrainer):
+    """``OCPTrainer`` with layer-wise learning rates, the ``WarmupCosine`` schedule (see module) and a stop
+    on a validation plateau (``optim.plateau``, :mod:`~fairchem_prune.trainers.plateau`)."""
 
     def load_datasets(self) -> None:
         super().load_datasets()

@@ -343,3 +343,48 @@ def test_the_runs_validate_efwt_where_the_task_scores_energy_and_free_atom_force
     assert metrics()["metrics"] == {"energy": ["mae"], "forces": ["mae", "energy_forces_within_threshold"]}
     assert metrics()["primary_metric"] == "forces_mae"  # the task's pick metric stays
     assert metrics(eval_on_free_atoms=False)["metrics"]["forces"] == ["mae"]  # fairchem would count only free atoms
+
+
+def test_run_configs_of_epochs_auto_keep_the_recipe_schedule_and_stop_on_a_plateau(tmp_path, emt_lmdb):
+    from fairchem_prune.architectures import by_name
+    from fairchem_prune.compress.configs import finetune_base, run_config
+
+    gemnet = by_name("gemnet_oc")
+    base = finetune_base(gemnet, False, [write_task(tmp_path / "task.yml")], emt_lmdb["train"], emt_lmdb["val"])
+    optim = run_config(base, gemnet, {"pretrained_checkpoint": "pre.pt", "kept_blocks": [0, 1]}, None, 6)["optim"]
+    assert (optim["max_epochs"], optim["cosine_epochs"], optim["warmup_epochs"]) == (500, 32, 5)  # JMP's, unscaled
+    assert optim["plateau"] == {"window": 0.2, "tolerance": 0.05, "min_epochs": 10.0} and optim["eval_every"] == 3
+    own = {**S2EF_TASK["optim"], "plateau": {"window": 0.5}}
+    base = finetune_base(gemnet, False, [write_task(tmp_path / "own.yml", optim=own)], emt_lmdb["train"], emt_lmdb["val"])
+    assert run_config(base, gemnet, {}, None, 6)["optim"]["plateau"] == {"window": 0.5}  # the task's own rule
+    assert "plateau" not in run_config(base, gemnet, {}, 3, 6)["optim"]  # a fixed length is fixed
+
+
+def test_epochs_auto_trains_each_candidate_to_its_plateau_and_reports_how_long(inputs, emt_lmdb, tmp_path):
+    from fairchem_prune.trainers.plateau import HISTORY, Plateau
+
+    root, common = inputs
+    # the task caps the recipe at 3 epochs and stops once an epoch's validations gain less than 90 %
+    task = write_task(tmp_path / "task.yml", optim={**S2EF_TASK["optim"], "max_epochs": 3,
+                                                    "plateau": {"window": 0.5, "tolerance": 0.9, "min_epochs": 1}})
+    args = [*common[:3], task, *common[4:8], "--epochs", "auto", "--blocks", 2, "--order", "last", "--budget", "100%",
+            "--out", tmp_path / "out"]
+    result = compress(*args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    found = json.loads((tmp_path / "out" / "compress.json").read_text())
+    rule = Plateau(window=0.5, tolerance=0.9, min_epochs=1)
+    for row in [found["reference"], *found["candidates"]]:
+        history = json.loads((Path(row["checkpoint"]).parent / HISTORY).read_text())
+        validations = [tuple(v) for v in history["validations"]]
+        stops = [i for i in range(1, len(validations) + 1) if rule.reached(validations[:i])]
+        assert stops[:1] == ([len(validations)] if history["stopped_at"] else []), history  # stopped at the first plateau
+        assert row["trained"] == f"{validations[-1][0]:g} epochs ({'plateau' if stops else 'cap'})"
+        assert validations[-1][0] == 3 or stops
+    assert found["length"] == "up to 3 epochs, to a plateau" and found["stop_rule"] == (
+        "a run stops once its best validation error improves by less than 90% over the last 50% of its epochs, "
+        "not before epoch 1")
+    assert found["final"]["run"] == f"final_{found['pick']}_auto" and found["final"]["length"].endswith(("(plateau)", "(cap)"))
+    assert "| trained |" in (tmp_path / "out" / "report.md").read_text()
+    with pytest.raises(SystemExit) as refused:
+        compress(*args[:-1], tmp_path / "bad", "--epochs", "some")
+    assert refused.value.code == 2 and not (tmp_path / "bad").exists()
