@@ -37,8 +37,8 @@ from fairchem_prune.compress.workdir import block_counts, check_settings
 from fairchem_prune.compress.configs import LEADERBOARD_METRIC, finetune_base, run_config, write_config
 from fairchem_prune.errors import PruneError, require_device
 from fairchem_prune.fairchem_runs import FairchemRun, train_all
-from fairchem_prune.trainers.plateau import Plateau
 from fairchem_prune.files import json_stage
+from fairchem_prune.trainers.plateau import Plateau, trained_epochs
 
 ORDERS = ("relevance", "last")
 #: ``--epochs auto``: each fine-tune runs the recipe's schedule until its validation plateau
@@ -189,14 +189,14 @@ def run_compress(settings: CompressSettings, out: str | Path, budget: str, final
         if auto:
             model["trained"] = _trained(run)
     rows = report.candidate_rows(models, _cost(bench))
+    sample = run_config(base, architecture, {}, candidate_epochs, steps_per_epoch)  # the candidates' schedule
     result = {"settings": asdict(settings), "architecture": architecture.name, "metric": metric, "budget": budget,
               "limit": rule.limit(rows[0]["error"]), "reference": rows[0], "candidates": rows[1:], "pick": None, "final": None,
               "benchmark_on": "the validation structures", "loads_in": "fairchem's OCPCalculator and `--mode predict`",
               "task": f"{', '.join(f'`{t}`' for t in settings.tasks)}; train `{settings.train}`, val `{settings.val}`",
-              "length": _length(run_config(base, architecture, {}, candidate_epochs, steps_per_epoch), candidate_epochs),
-              "error_is": "best validation"}
+              "length": _length(sample, candidate_epochs), "error_is": "best validation"}
     if auto:
-        result["stop_rule"] = _stop_rule(run_config(base, architecture, {}, None, steps_per_epoch))
+        result["stop_rule"] = _stop_rule(sample)
     chosen = report.record_pick(out, result, rule, _say, by=pick)
 
     # the final fine-tune of the pick
@@ -225,15 +225,13 @@ def _length(config: dict, epochs: int | None) -> str:
 
 def _stop_rule(config: dict) -> str:
     """The plateau rule of ``config`` (``optim.plateau``), in words."""
-    plateau = {**asdict(Plateau()), **config["optim"]["plateau"]}
-    return (f"a run stops once its best validation error improves by less than {100 * plateau['tolerance']:g}% over the "
-            f"last {100 * plateau['window']:g}% of its epochs, not before epoch {plateau['min_epochs']:g}")
+    plateau = Plateau.from_optim(config["optim"])
+    return (f"a run stops once its best validation error improves by less than {100 * plateau.tolerance:g}% over the "
+            f"last {100 * plateau.window:g}% of its epochs, not before epoch {plateau.min_epochs:g}")
 
 
 def _trained(run: FairchemRun) -> str:
     """How long a run stopped on a plateau trained, e.g. "23.5 epochs (plateau)" or "40 epochs (cap)"."""
-    from fairchem_prune.trainers.plateau import trained_epochs
-
     epochs, stopped = trained_epochs(run.checkpoint_dir)
     return f"{epochs:g} epochs ({'plateau' if stopped else 'cap'})"
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fairchem_prune.trainers.plateau import Plateau, late_change
+
 INIT_STYLE = {"BR": ("tab:blue", "o"), "BR/RandomMLP": ("tab:orange", "s"), "BR+KD": ("tab:green", "^"),
               "scratch": ("tab:gray", "x")}
 
@@ -165,17 +167,16 @@ def seed_forces(group: list[dict]) -> list[float]:
     return [row["test"]["forces_mae"] for row in group]
 
 
-def late_gain(curve: list, window: float = 0.2) -> float:
-    """How much a run's best validation force MAE improved over the last ``window`` share of its steps:
-    best(all) / best(steps <= (1 - window) * last step) - 1 (negative: it still improved); ``curve``:
-    ``[(seconds, step, value), ...]``."""
-    horizon = (1 - window) * curve[-1][1]
-    before = [value for _, step, value in curve if step <= horizon]
-    return min(value for *_, value in curve) / min(before) - 1 if before else float("nan")
+def late_gain(curve: list) -> float:
+    """How much a run's best validation force MAE changed over the last 20 % of its steps (the plateau
+    rule's :func:`~fairchem_prune.trainers.plateau.late_change`; negative: it still improved, NaN: no
+    validation before them); ``curve``: ``[(seconds, step, value), ...]``."""
+    change = late_change([(step, value) for _, step, value in curve], Plateau().window)
+    return float("nan") if change is None else change
 
 
 #: a fine-tune whose best validation force MAE improved by less than this over its last 20 % has plateaued
-PLATEAU = 0.05
+PLATEAU = Plateau().tolerance
 
 
 def finetune_table(rows: list[dict]) -> str:
@@ -292,8 +293,6 @@ def downstream_findings(rows: list[dict]) -> list[str]:
                        "same epochs: " + ", ".join(
                            f"{start} {'holds' if mean_sd((start, k))[0] < mean_sd((init, k))[0] else 'does not hold'} "
                            f"({compare((start, k), (init, k))})" for start in starts) + ".")
-    return out
-
     return out
 
 

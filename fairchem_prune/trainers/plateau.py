@@ -46,9 +46,17 @@ class Plateau:
         """Whether the errors ``[(epoch, value), ...]`` (in epoch order) have plateaued at their last epoch."""
         if not history or history[-1][0] < self.min_epochs:
             return False
-        horizon = (1 - self.window) * history[-1][0]
-        before = [value for epoch, value in history if epoch <= horizon]
-        return bool(before) and min(value for _, value in history) > (1 - self.tolerance) * min(before)
+        change = late_change(history, self.window)
+        return change is not None and change > -self.tolerance
+
+
+def late_change(history: list[tuple[float, float]], window: float) -> float | None:
+    """The relative change of the best (lowest) error over the last ``window`` share of ``[(x, error),
+    ...]`` (x: epochs or steps, in order): best(all) / best(x <= (1 - window) * last x) - 1, negative
+    while it still improves; None when no point lies before the window."""
+    horizon = (1 - window) * history[-1][0]
+    before = [value for x, value in history if x <= horizon]
+    return min(value for _, value in history) / min(before) - 1 if before else None
 
 
 def trained_epochs(checkpoint_dir: Path) -> tuple[float, bool]:
